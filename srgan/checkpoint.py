@@ -30,6 +30,8 @@ from srgan.normalize import Normalization
 MODEL_FORMAT = "srgan-generator/1"
 STATE_FORMAT = "srgan-training-state/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @dataclass
@@ -52,6 +54,7 @@ def atomic_write(path, write_fn) -> None:
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
