@@ -21,7 +21,8 @@ FITS (``astro`` preset), per image (first 2-D image HDU; NaNs filled with the sk
 2. LR = the astro forward model with fixed, documented settings (:class:`AstroSetup`: the
    preset's middle FWHM, Moffat PSF, block-mean binning, sky + read noise with a seed fixed
    per file name), so every method sees the same input and the scores are reproducible.
-3. Methods: the model (:meth:`Upscaler.upscale_planes`), bicubic upsampling (torch, no flux
+3. Methods: the model (:meth:`Upscaler.upscale_planes`, then the same exact total-flux
+   correction that ``srgan upscale`` applies to FITS, :func:`srgan.consistency.conserve_flux`), bicubic upsampling (torch, no flux
    rescaling needed: block-mean binning keeps per-HR-pixel units, so a bicubic upsample of
    the LR already sums to the HR's flux), and Richardson-Lucy deconvolution
    (``skimage.restoration.richardson_lucy``, ``rl_iterations`` iterations, the known PSF on
@@ -281,6 +282,8 @@ def score_fits(upscaler, path: Path, scale: int, setup: AstroSetup, rl_iteration
     from srgan.data import load_fits_planes
     from srgan.degrade import astro_forward, psf_kernel, sky_read_noise
     from srgan.metrics import psnr_data
+    from srgan.consistency import conserve_flux
+    from srgan.normalize import sky_and_noise
 
     hr = modcrop(load_fits_planes(path)[0], scale).astype(np.float32)
     if min(hr.shape) < 2 * scale + 8:
@@ -300,6 +303,8 @@ def score_fits(upscaler, path: Path, scale: int, setup: AstroSetup, rl_iteration
     rl = richardson_lucy_baseline(bic, psf, rl_iterations)
     if sr.shape != hr.shape:
         raise ModelError(f"model output {sr.shape} does not match the HR {hr.shape} at x{scale}")
+    # Score the model as `srgan upscale` delivers FITS: with srgan.fits' exact total-flux correction.
+    conserve_flux(sr, planes[0], scale, *sky_and_noise(planes[0]))
     lr_flux = float(planes.astype(np.float64).sum()) * scale**2  # block means: x scale^2 = flux
     norm = float(np.abs(hr.astype(np.float64)).sum())
     scores = {m: {"psnr_asinh": _psnr_asinh(out, hr, scale), "psnr_linear": psnr_data(out, hr, scale),

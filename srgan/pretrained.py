@@ -21,16 +21,12 @@ from srgan.checkpoint import ModelInfo, read_model_info
 
 MODELS: dict[str, dict[str, str]] = {
     "photo-x4": {
-        "summary": "SRResNet x4 for photos, pixel (MSE) loss, bicubic degradation",
-        "data": "T91 + BSD200 (+ General100 partial) from ../shared/datasets",
-    },
-    "photo-x4-gan": {
-        "summary": "SRGAN x4 for photos (SRGAN-MSE: MSE content + 1e-3 adversarial + TV), from photo-x4",
-        "data": "T91 + BSD200 (+ General100 partial) from ../shared/datasets",
+        "summary": "SRResNet x4 for photos (16 blocks, 64 channels, no BatchNorm), pixel (L1) loss, bicubic degradation",
+        "data": "T91 + BSD200 + General100 (50 of 100) from ../shared/datasets, the training sets",
     },
     "galaxy-x4": {
-        "summary": "x4 for single-channel astronomical images (FITS), astro degradation, asinh input",
-        "data": "synthetic galaxies (srgan make-galaxies) + ../shared/datasets/galaxies-fits",
+        "summary": "x4 for single-channel astronomical images (FITS): 8 blocks, 32 channels, astro degradation, asinh input",
+        "data": "256 synthetic galaxies (srgan make-galaxies --n 256 --size 128 --seed 1) + ../shared/datasets/galaxies-fits",
     },
 }
 
