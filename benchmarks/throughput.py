@@ -74,6 +74,9 @@ def machine_info(device: torch.device) -> dict:
     info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
             "device": str(device), "gpu": None}
+    with contextlib.suppress(AttributeError, RuntimeError):
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
+        info["cpu_native_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     with contextlib.suppress(OSError, AttributeError):
         info["load_avg_1m"] = round(os.getloadavg()[0], 2)
     with contextlib.suppress(OSError, ValueError):
@@ -89,7 +92,10 @@ def machine_info(device: torch.device) -> dict:
 def machine_line(info: dict) -> str:
     load = f", load {info['load_avg_1m']}" if "load_avg_1m" in info else ""
     gpu = f", GPU {info['gpu']}" if info.get("gpu") else ""
-    return (f"machine: {info['cpu']} ({info['cpu_cores']} cores, torch threads {info['torch_threads']}{load}){gpu}; "
+    isa = f", {info['cpu_capability']}" if "cpu_capability" in info else ""
+    if "cpu_native_bf16" in info:
+        isa += ", native bf16" if info["cpu_native_bf16"] else ", no native bf16"
+    return (f"machine: {info['cpu']} ({info['cpu_cores']} cores{isa}, torch threads {info['torch_threads']}{load}){gpu}; "
             f"torch {info['torch']}, device {info['device']}")
 
 
