@@ -53,7 +53,7 @@ from srgan.errors import ModelError
 from srgan.fold import fold_batchnorm
 from srgan.metrics import psnr_data
 from srgan.models import count_parameters
-from srgan.tiling import bytes_per_pixel, plan_tiles
+from srgan.tiling import bytes_per_pixel, plan_tiles, window_size
 from srgan.upscale import Upscaler, resolve_device
 
 PAPER_FLOPS = 277_272  # issue 7: FLOP per output pixel of SRResNet B16/C64 x4 (RGB)
@@ -366,8 +366,7 @@ def one_tile_at_a_time(model, image: np.ndarray, device, tile: int = 256, pad: i
 def engine_work(up: Upscaler, h: int, w: int) -> float:
     """LR pixels the engine pushes through the network, per image pixel (overlap and border margin)."""
     tiles = plan_tiles(h, w, up.tile)
-    th = h if up.tile <= 0 else min(up.tile, h)
-    tw = w if up.tile <= 0 else min(up.tile, w)
+    th, tw = window_size(h, up.tile), window_size(w, up.tile)
     return len(tiles) * (th + 2 * up.overlap) * (tw + 2 * up.overlap) / (h * w)
 
 

@@ -27,7 +27,7 @@ def _smoke(script: str, tmp_path, *extra: str) -> tuple[str, dict]:
 
 
 def test_throughput_smoke(tmp_path):
-    stdout, record = _smoke("throughput", tmp_path)
+    stdout, record = _smoke("throughput", tmp_path, "--device", "cpu")  # a GPU's fp32 convs use TF32
     assert "FLOP per output pixel" in stdout and "measured matmul peak" in stdout
     assert "RATIO size=24 engine/whole=" in stdout and "RATIO size=40 " in stdout
     assert record["benchmark"] == "throughput" and record["machine"]["cpu_cores"] >= 1
@@ -87,3 +87,10 @@ def test_one_tile_reference_equals_whole_pass_with_enough_pad():
 def test_work_ratios():
     assert throughput.one_tile_work(512, 512, 256, 10) == pytest.approx(4 * 266 * 266 / 512**2)
     assert throughput.one_tile_work(100, 100, 256, 10) == 1.0
+
+
+def test_profile_forward_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "profile_forward.py"), "--smoke", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Upscaler(" in proc.stdout and "aten::" in proc.stdout and "Self CPU" in proc.stdout

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from srgan.errors import ConfigError
 from srgan.models import Generator, GeneratorConfig, receptive_radius
-from srgan.tiling import auto_tile, plan_tiles, read_window, reflect_index, reflect_pad, upscale_tiled
+from srgan.tiling import auto_tile, plan_tiles, window_size, read_window, reflect_index, reflect_pad, upscale_tiled
 from srgan.upscale import Upscaler
 
 
@@ -50,10 +50,19 @@ def test_tile_cores_partition_the_image_with_equal_windows(h, w, tile):
     owner = np.zeros((h, w), int)
     for t in tiles:
         owner[t.y0:t.y1, t.x0:t.x1] += 1
-        th, tw = (h, w) if tile == 0 else (min(tile, h), min(tile, w))
+        th, tw = window_size(h, tile), window_size(w, tile)
         assert t.y <= t.y0 < t.y1 <= t.y + th and t.x <= t.x0 < t.x1 <= t.x + tw  # core inside its window
         assert 0 <= t.y and t.y + th <= h and 0 <= t.x and t.x + tw <= w
     assert (owner == 1).all()
+
+
+@pytest.mark.parametrize("size,tile", [(2048, 1216), (1000, 448), (4096, 1216), (17, 16), (100, 33), (512, 512)])
+def test_windows_are_balanced_so_little_is_recomputed(size, tile):
+    t = window_size(size, tile)
+    n = len(plan_tiles(size, 1, tile))
+    assert t <= max(tile, 0) or t == size  # never above the memory budget's tile
+    assert n == -(-size // tile)  # the fewest windows that cover the axis
+    assert n * t - size < n * 8  # spare coverage only from rounding up to a multiple of 8
 
 
 def test_read_window_equals_slice_of_padded_image_for_numpy_memmap_and_torch(tmp_path):

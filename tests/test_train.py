@@ -174,7 +174,7 @@ def test_init_starts_from_the_given_weights(tmp_path, photos):
     init = Generator(arch)
     save_model(tmp_path / "init.safetensors", init)
     config = tiny(tmp_path, photos, init=str(tmp_path / "init.safetensors"), scale=None, blocks=None,
-                  channels=None, pretrain_steps=1, channels_last=False)
+                  channels=None, pretrain_steps=1, channels_last=False, device="cpu")  # fp32: no TF32/bf16
     run = fit(config)
     # the first step's loss is the init model's loss on the first batch
     resolved, _, norm = resolve_config(config)
