@@ -30,6 +30,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
 def learning_curve(metrics_path: Path) -> list[dict]:
     rows = []
     for line in metrics_path.read_text().splitlines():
@@ -67,7 +71,7 @@ def card(name: str, run: Path, recipe: str, hardware: str, note: str = "") -> st
         f"(GAN steps: {t.get('gan_steps')}); batch {t.get('batch_size')}, HR patch {t.get('patch_size')} px, "
         f"Adam lr {t.get('lr')} with a {t.get('schedule')} schedule, seed {t.get('seed')}.",
         f"- Hardware: {hardware}; device `{t.get('device')}`, bf16 autocast {'on' if t.get('amp') else 'off'}. "
-        f"Wall time {t.get('wall_time_s', 0) / 3600:.2f} h (measured by the trainer, including validation).",
+        f"Wall time {_duration(t.get('wall_time_s', 0))} (measured by the trainer, including validation).",
         f"- Recipe (resumable; rerun to continue): `{recipe}`",
         "",
         "## Learning curve (validation PSNR vs steps)",

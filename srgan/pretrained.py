@@ -26,7 +26,9 @@ MODELS: dict[str, dict[str, str]] = {
     },
     "galaxy-x4": {
         "summary": "x4 for single-channel astronomical images (FITS): 8 blocks, 32 channels, astro degradation, asinh input",
-        "data": "256 synthetic galaxies (srgan make-galaxies --n 256 --size 128 --seed 1) + ../shared/datasets/galaxies-fits",
+        "data": "256 synthetic galaxies (srgan make-galaxies --n 256 --size 128 --seed 1) + 70 of the 85 real "
+                "galaxy FITS in ../shared/datasets/galaxies-fits (15 held out by object for evaluation: "
+                "benchmarks/galaxy-heldout.txt)",
     },
 }
 
