@@ -94,3 +94,17 @@ def test_profile_forward_smoke(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Upscaler(" in proc.stdout and "aten::" in proc.stdout and "Self CPU" in proc.stdout
+
+
+def test_finetune_demo_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "finetune_demo.py"), "--smoke", "--out", str(tmp_path / "demo"),
+                           "--device", "cpu"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "$ srgan train --init photo-x4" in proc.stdout and "FINETUNE steps=2" in proc.stdout
+    summary = json.loads((tmp_path / "demo" / "finetune_demo.json").read_text())
+    assert summary["train_images"] == 4 and summary["test_images"] == 2
+    for name in ("bicubic", "photo-x4", "fine-tuned"):
+        assert 5 < summary[name]["psnr_y"] < 60, summary
+    from PIL import Image
+
+    assert Image.open(tmp_path / "demo" / "finetune-lineart.png").size == (4 * 192 + 12, 192)  # 4 panels
