@@ -29,6 +29,7 @@ photo_data() {
     mkdir -p "$DATA/photo-train/$s"
     for f in "$SHARED/$s"/*.png "$SHARED/$s"/*.jpg; do [ -e "$f" ] && ln -sf "$(realpath "$f")" "$DATA/photo-train/$s/"; done
   done
+  return 0  # (the last unmatched glob must not end the script under set -e)
 }
 
 # galaxy folders: the real FITS minus benchmarks/galaxy-heldout.txt for training, the rest held out
