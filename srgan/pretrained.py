@@ -24,6 +24,10 @@ MODELS: dict[str, dict[str, str]] = {
         "summary": "SRResNet x4 for photos (16 blocks, 64 channels, no BatchNorm), pixel (L1) loss, bicubic degradation",
         "data": "T91 + BSD200 + General100 (50 of 100) from ../shared/datasets, the training sets",
     },
+    "photo-x4-real": {
+        "summary": "photo-x4 fine-tuned for real-world photos: the photo preset (blur, resize, noise, JPEG)",
+        "data": "T91 + BSD200 + General100 (50 of 100) from ../shared/datasets, the training sets",
+    },
     "galaxy-x4": {
         "summary": "x4 for single-channel astronomical images (FITS): 8 blocks, 32 channels, astro degradation, asinh input",
         "data": "256 synthetic galaxies (srgan make-galaxies --n 256 --size 128 --seed 1) + 70 of the 85 real "

@@ -108,3 +108,12 @@ def test_finetune_demo_smoke(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "demo" / "finetune-lineart.png").size == (4 * 192 + 12, 192)  # 4 panels
+
+
+def test_seams_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "seams.py"), "--smoke", "--json", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert rows[0]["overlap"] == 0 and rows[0]["max_abs_diff"] > 0.01  # no context: seams
+    assert rows[-1]["max_abs_diff"] < 1e-3 and rows[-1]["uint8_pixels_changed"] == 0  # receptive radius: exact

@@ -15,6 +15,7 @@ from srgan.cli import main
 # name -> (scale, channels, normalisation kind, preset), as README and the model cards say.
 DOCUMENTED = {
     "photo-x4": (4, 3, "unit", "bicubic"),
+    "photo-x4-real": (4, 3, "unit", "photo"),
     "galaxy-x4": (4, 1, "asinh", "astro"),
 }
 REPO = Path(__file__).resolve().parents[1]
@@ -79,3 +80,18 @@ def test_quick_start_upscales_the_sample_photos_with_the_default_model(tmp_path)
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     inputs = sorted(p.name for p in (REPO / "data" / "photos").glob("*.png"))
     assert outputs == inputs
+
+
+def test_photo_default_overlap_matches_the_exact_output_in_8_bits():
+    """photo-x4 tiles with 16 px of context (not its 40 px receptive radius): on a real photo
+    cut into many small tiles, the 8-bit output must equal the exact one almost everywhere."""
+    from PIL import Image
+
+    lr = np.asarray(Image.open(REPO / "data" / "photos" / "tiger.png").convert("RGB"))[:96, :96].copy()
+    fast = Upscaler.from_pretrained("photo-x4", device="cpu", tile=32)
+    exact = Upscaler.from_pretrained("photo-x4", device="cpu", tile=32, overlap=fast.radius)
+    assert fast.overlap == 16 and exact.overlap == 40
+    a, b = fast.upscale(lr).astype(int), exact.upscale(lr).astype(int)
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
+    galaxy = Upscaler.from_pretrained("galaxy-x4", device="cpu")
+    assert galaxy.overlap == galaxy.radius  # FITS keep the exact default

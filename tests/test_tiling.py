@@ -148,7 +148,7 @@ def test_bad_arguments_are_config_errors(model2):
 
 
 def test_auto_tile_fits_the_budget():
-    # the default x4 model (C=64) on the CPU budget: 256 LR px tiles with its 40 px overlap
+    # the default x4 photo model (C=64) on the 1 GiB CPU budget: 256 LR px tiles with its 16 px overlap
     assert Upscaler(Generator(GeneratorConfig()), device="cpu").tile == 256
     tile = auto_tile(1e9, 1000, overlap=10, batch_size=2)
     assert tile % 32 == 0 and 2 * (tile + 20) ** 2 * 1000 <= 1e9 < 2 * (tile + 52) ** 2 * 1000
