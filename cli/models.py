@@ -19,7 +19,8 @@ def _score_line(ds: dict) -> str:
         return " / ".join(parts)
 
     baselines = ", ".join(f"{m} {cell(m)}" for m in ds["methods"] if m != "model")
-    return f"{ds['name']} ({ds['n_images']} img, {' / '.join(metrics)}): {cell('model')}  [{baselines}]"
+    lr = f"{ds['preset']} LR, " if ds.get("preset") else ""  # which degradation made the inputs
+    return f"{ds['name']} ({ds['n_images']} img, {lr}{' / '.join(metrics)}): {cell('model')}  [{baselines}]"
 
 
 @click.command("models")

@@ -95,3 +95,12 @@ def test_photo_default_overlap_matches_the_exact_output_in_8_bits():
     assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
     galaxy = Upscaler.from_pretrained("galaxy-x4", device="cpu")
     assert galaxy.overlap == galaxy.radius  # FITS keep the exact default
+
+
+def test_models_command_lists_every_embedded_model_with_the_lr_preset_of_its_scores():
+    r = CliRunner().invoke(main, ["models"])
+    assert r.exit_code == 0, r.output
+    for name in DOCUMENTED:
+        assert f"{name}: x4" in r.output
+    assert "BSD100 (100 img, photo LR, psnr_y / ssim_y)" in r.output  # photo-x4-real's scores
+    assert "Set5 (5 img, bicubic LR, psnr_y / ssim_y)" in r.output  # photo-x4's
