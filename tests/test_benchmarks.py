@@ -117,3 +117,12 @@ def test_seams_smoke(tmp_path):
     rows = json.loads((tmp_path / "s.json").read_text())["rows"]
     assert rows[0]["overlap"] == 0 and rows[0]["max_abs_diff"] > 0.01  # no context: seams
     assert rows[-1]["max_abs_diff"] < 1e-3 and rows[-1]["uint8_pixels_changed"] == 0  # receptive radius: exact
+
+
+def test_photo_memory_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "photo_memory.py"), "--smoke", "--json", str(tmp_path / "m.json")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert [r["tiles"] for r in rows] == [64, 4]  # 256 px photo in 32 px and 128 px tiles
+    assert all(r["peak_rss_mb"] > 0 for r in rows)
