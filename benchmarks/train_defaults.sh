@@ -7,14 +7,17 @@
 #   bash benchmarks/train_defaults.sh galaxy-heldout # print (and make) the held-out galaxy folder
 #   bash benchmarks/train_defaults.sh export NAME [RUN]  # copy RUNS/RUN/model.safetensors into srgan/weights and evaluate it
 #
-# Runs are resumable: rerunning a command continues from RUNS/<name>/checkpoint.safetensors
-# (kept outside git), so training can be chunked across sessions or GPU leases. STEPS sets
-# the total number of pixel-loss steps the run should reach; BATCH, PATCH (HR px), LR and WORKERS
-# override the CPU defaults below; photo-x4 also takes RUN (run folder), INIT (--init model) and
-# PRESET; photo-x4-gan takes ADV (adversarial weight) (the GPU run of photo-x4: BATCH=64 PATCH=128 WORKERS=6, see its
-# model card). Training data: T91, BSD200 and
-# General100 (the training sets of ../shared/datasets; Set5/Set14/BSD100 are evaluation sets
-# and are only used for the learning curve of photo-x4, never for training or model selection).
+# Runs are resumable: rerunning a command continues from RUNS/<run>/checkpoint.safetensors
+# (kept outside git), so training can be chunked across sessions or GPU leases.
+#
+# Environment: STEPS (total steps of the phase), BATCH, PATCH (HR px), LR, WORKERS, DEVICE,
+# VAL_EVERY, CKPT_EVERY, LOG_EVERY override the defaults below; SETS picks the photo training
+# sets; photo-x4 also takes RUN (run folder), INIT (--init model) and PRESET; photo-x4-gan takes
+# ADV (adversarial weight). Each model card gives the exact command that made the shipped file.
+#
+# Training data: T91, BSD200 and General100, the training sets of ../shared/datasets, and the
+# galaxy FITS minus benchmarks/galaxy-heldout.txt. Set5/Set14/BSD100 are evaluation sets, only
+# used for learning curves, never for training or model selection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/datasets}
@@ -89,5 +92,5 @@ export)
   esac
   ;;
 *)
-  sed -n 2,14p "$0"; exit 2 ;;
+  awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 2 ;;
 esac
