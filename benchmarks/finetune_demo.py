@@ -21,6 +21,7 @@ import argparse
 import json
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -136,7 +137,7 @@ def main(argv=None) -> dict:
     subprocess.run([sys.executable, "-m", "srgan.cli", *cmd[1:]], check=True)
     train_s = time.time() - t0
     tuned = args.out / "photo-x4-lineart.safetensors"  # the file name is the model's name in the tables
-    tuned.write_bytes((run / "model.safetensors").read_bytes())
+    shutil.copyfile(run / "model.safetensors", tuned)
     models = {"photo-x4": Upscaler.from_pretrained("photo-x4", device="cpu", precision="fp32"),
               "fine-tuned": Upscaler.from_pretrained(tuned, device="cpu", precision="fp32")}
     results, tables = {}, []

@@ -23,6 +23,7 @@ import resource, sys, time
 import numpy as np
 import torch
 from srgan import Generator, GeneratorConfig, Upscaler
+from srgan.tiling import plan_tiles
 size, tile, model = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 if model == "tiny":
     up = Upscaler(Generator(GeneratorConfig(channels=8, blocks=1)), device="cpu", tile=tile)
@@ -32,7 +33,7 @@ photo = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint
 t = time.time()
 out = up.upscale(photo)
 assert out.shape == (size * up.scale, size * up.scale, 3)
-tiles = len(__import__("srgan.tiling", fromlist=["plan_tiles"]).plan_tiles(size, size, up.tile))
+tiles = len(plan_tiles(size, size, up.tile))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.time() - t, tiles, up.overlap)
 """
 
