@@ -283,10 +283,12 @@ def _strip(sr, valid, a: int, b: int, scale: int):
     return x, m
 
 
-def flux_error(sr_flux: float, lr: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """Relative flux error of an output whose summed flux is ``sr_flux``.
+def flux_error_vs_input(sr_flux: float, lr: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Relative flux error of an output (its summed flux ``sr_flux``) against the INPUT it was made from.
 
-    ``|sr_flux - sum(LR)| / sum(|LR|)``: the denominator is the total absolute signal, so the
+    ``|sr_flux - sum(LR)| / sum(|LR|)``, strip by strip over a possibly memory-mapped input
+    (what ``srgan upscale`` checks; :func:`srgan.evaluate.flux_error_vs_hr` compares two images
+    against a ground truth instead): the denominator is the total absolute signal, so the
     measure stays meaningful for sky-subtracted images whose net flux is near zero (where
     ``|sum(LR)|`` could be 0); it equals the plain relative error for all-positive images.
     """

@@ -217,8 +217,12 @@ def _psnr_asinh(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     return psnr_data(np.arcsinh(sr / ASINH_SOFTENING), np.arcsinh(hr / ASINH_SOFTENING), border=border)
 
 
-def flux_error(sr: np.ndarray, hr: np.ndarray) -> float:
-    """|sum(SR) - sum(HR)| / sum(|HR|): relative total-flux error for sky-subtracted images."""
+def flux_error_vs_hr(sr: np.ndarray, hr: np.ndarray) -> float:
+    """|sum(SR) - sum(HR)| / sum(|HR|): total-flux error of an output against the ground-truth HR.
+
+    The ``flux_error`` metric (sky-subtracted images: the denominator is the absolute flux);
+    :func:`srgan.consistency.flux_error_vs_input` measures an output against its own input instead.
+    """
     sr, hr = np.asarray(sr, np.float64), np.asarray(hr, np.float64)
     return float(abs(sr.sum() - hr.sum()) / np.abs(hr).sum())
 
@@ -308,7 +312,7 @@ def score_fits(upscaler, path: Path, scale: int, setup: AstroSetup, rl_iteration
     lr_flux = float(planes.astype(np.float64).sum()) * scale**2  # block means: x scale^2 = flux
     norm = float(np.abs(hr.astype(np.float64)).sum())
     scores = {m: {"psnr_asinh": _psnr_asinh(out, hr, scale), "psnr_linear": psnr_data(out, hr, scale),
-                  "flux_error": flux_error(out, hr),
+                  "flux_error": flux_error_vs_hr(out, hr),
                   "flux_error_lr": abs(float(np.asarray(out, np.float64).sum()) - lr_flux) / norm}
               for m, out in (("model", sr), ("bicubic", bic), ("richardson-lucy", rl))}
     return hr.shape[0], hr.shape[1], scores

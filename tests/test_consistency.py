@@ -163,10 +163,10 @@ class TestConserveFlux:
         assert sr[4:].sum(dtype=np.float64) / 4 == pytest.approx(lr[2:].sum(dtype=np.float64), rel=1e-6)
 
 
-def test_flux_error_uses_absolute_flux():
+def test_flux_error_vs_input_uses_absolute_flux():
     lr = np.array([[1.0, -1.0], [2.0, -2.0]])  # net 0, absolute 6
-    assert cons.flux_error(0.06, lr) == pytest.approx(0.01)
-    assert cons.flux_error(1.0, np.array([[1.0, np.nan]]), np.array([[True, False]])) == 0.0
+    assert cons.flux_error_vs_input(0.06, lr) == pytest.approx(0.01)
+    assert cons.flux_error_vs_input(1.0, np.array([[1.0, np.nan]]), np.array([[True, False]])) == 0.0
 
 
 def test_psf_from_the_command_line_string(tmp_path):

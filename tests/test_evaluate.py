@@ -9,7 +9,7 @@ from PIL import Image
 from srgan.checkpoint import ModelInfo, save_model
 from srgan.cli import main
 from srgan.errors import ConfigError, InputError
-from srgan.evaluate import (bicubic_upsample, evaluate, evaluate_folders, flux_error, markdown, modcrop,
+from srgan.evaluate import (bicubic_upsample, evaluate, evaluate_folders, flux_error_vs_hr, markdown, modcrop,
                             photo_lr, richardson_lucy_baseline)
 from srgan.galaxies import GalaxyConfig, make_galaxies
 from srgan.metrics import psnr_y, ssim_y
@@ -175,10 +175,10 @@ def test_richardson_lucy_baseline_sharpens_any_sign_data():
     assert rl.sum() == pytest.approx(blurred.sum(), rel=0.01)
 
 
-def test_flux_error_definition():
+def test_flux_error_vs_hr_definition():
     hr = np.array([[3.0, -1.0], [2.0, 0.0]])  # sum 4, sum |.| 6
-    assert flux_error(hr + 0.5, hr) == pytest.approx(2.0 / 6.0)
-    assert flux_error(hr, hr) == 0.0
+    assert flux_error_vs_hr(hr + 0.5, hr) == pytest.approx(2.0 / 6.0)
+    assert flux_error_vs_hr(hr, hr) == 0.0
 
 
 def test_folder_without_images_is_an_input_error(tmp_path, tiny_photo_model):

@@ -560,7 +560,7 @@ def _upscale_plane(upscaler, plane, out, *, flux, kernel, consistency, residual)
         total += float(np.nansum(x, dtype=np.float64))
         out[a * s:b * s] = x
     flux_in = total if flux == "conserve" else total / (s * s)
-    err = cons.flux_error(flux_in, raw, mask)
+    err = cons.flux_error_vs_input(flux_in, raw, mask)
     if err > 0.005:  # cannot happen after conserve_flux, short of float overflow
         warnings.warn(f"output flux differs from the input's by {100 * err:.2f}% of the total absolute flux",
                       stacklevel=3)
