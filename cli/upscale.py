@@ -112,6 +112,11 @@ def upscale_command(input, output, model, tile, overlap, batch_size, device, pre
             note = "  (exists, skipped)" if skip_existing and job.dst.exists() else ""
             click.echo(f"{job.src} -> {job.dst}{note}")
         return
+    fits_options = None
+    if any(job.kind == "fits" for job in mine):  # srgan.fits imports astropy: only for FITS jobs
+        from srgan.fits import FitsOptions
+
+        fits_options = FitsOptions(hdu=hdu, flux=flux, consistency=consistency, psf=psf, residual=residual)
     check_writable(mine)
 
     @functools.cache
@@ -123,7 +128,6 @@ def upscale_command(input, output, model, tile, overlap, batch_size, device, pre
         return load(model or DEFAULT_MODELS[kind])
 
     show = sys.stderr.isatty() if progress is None else progress
-    fits_options = dict(hdu=hdu, flux=flux, consistency=consistency, psf=psf, residual=residual)
     result = run_jobs(mine, get_upscaler, quality=quality, skip_existing=skip_existing, workers=workers,
                       max_pixels=max_pixels, fits_options=fits_options, progress=show,
                       report=lambda line: _echo_err(f"{prefix}Error: {line}"))

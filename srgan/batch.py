@@ -26,11 +26,14 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from srgan.errors import ConfigError, InputError, SrganError
 from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS, READ_SUFFIXES, Photo, format_for, output_suffix, \
     read_photo, write_photo
+
+if TYPE_CHECKING:  # srgan.fits (astropy) is imported only when a FITS job runs
+    from srgan.fits import FitsOptions
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
 
@@ -221,7 +224,7 @@ def run_jobs(
     skip_existing: bool = False,
     workers: int = 2,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    fits_options: dict | None = None,
+    fits_options: FitsOptions | None = None,
     progress: bool = False,
     report: Callable[[str], None] | None = None,
 ) -> BatchResult:
@@ -235,7 +238,7 @@ def run_jobs(
         skip_existing: leave outputs that already exist (complete, since writes are atomic).
         workers: I/O threads decoding upcoming files and encoding finished ones.
         max_pixels: refuse photos above this many input pixels (0/None: no limit).
-        fits_options: keyword arguments for :func:`srgan.fits.upscale_fits`.
+        fits_options: the :class:`srgan.fits.FitsOptions` of every FITS job (None: the defaults).
         progress: tqdm bar over files (and over tiles for large images).
         report: called with one line per failed file (the CLI prints it).
     Returns:
@@ -295,7 +298,7 @@ def run_jobs(
             fill()
             try:
                 if job.kind == "fits":
-                    mpx_in, mpx_out = _run_fits(upscalers["fits"], job, fits_options or {})
+                    mpx_in, mpx_out = _run_fits(upscalers["fits"], job, fits_options)
                     result.done.append(job.dst)
                     result.megapixels_out += mpx_out
                 else:
@@ -333,12 +336,12 @@ def _remove_stale_temps(dst: Path) -> None:
             pass
 
 
-def _run_fits(upscaler, job: Job, options: dict) -> tuple[float, float]:
+def _run_fits(upscaler, job: Job, options: FitsOptions | None) -> tuple[float, float]:
     from srgan import fits
 
     job.dst.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(job.dst)
-    fits.upscale_fits(upscaler, job.src, job.dst, **options)
+    fits.upscale_fits(upscaler, job.src, job.dst, options=options)
     return _fits_megapixels(job.src), _fits_megapixels(job.dst)
 
 

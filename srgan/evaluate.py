@@ -386,11 +386,16 @@ def _check_scale(up, scale: int | None) -> int:
     return up.scale
 
 
-def evaluate_folders(model, hr_dirs, **options) -> EvalReport:
-    """:func:`evaluate` on several folders with one loaded model; returns an :class:`EvalReport`."""
-    up = _upscaler(model, options.pop("device", "auto"), options.pop("tile", None),
-                   options.pop("precision", "fp32"))
-    results = [evaluate(up, d, **options) for d in hr_dirs]
+def evaluate_folders(model, hr_dirs, *, scale: int | None = None, preset: str | None = None, device: str = "auto",
+                     tile: int | None = None, precision: str = "fp32", seed: int = 0, rl_iterations: int = 30,
+                     progress: bool = False) -> EvalReport:
+    """:func:`evaluate` on several folders with one loaded model; returns an :class:`EvalReport`.
+
+    The arguments are :func:`evaluate`'s; ``device``, ``tile`` and ``precision`` load the model once.
+    """
+    up = _upscaler(model, device, tile, precision)
+    results = [evaluate(up, d, scale=scale, preset=preset, seed=seed, rl_iterations=rl_iterations, progress=progress)
+               for d in hr_dirs]
     return EvalReport(model=up.info.name, model_sha256=up.info.sha256, model_preset=up.info.preset,
                       scale=up.scale, datasets=results)
 

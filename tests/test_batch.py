@@ -173,6 +173,7 @@ def test_too_many_pixels_fails_that_file_only(tree, up):
 
 def test_fits_jobs_go_to_srgan_fits(tmp_path, monkeypatch, up):
     import srgan.fits
+    from srgan.fits import FitsOptions
 
     calls = []
 
@@ -186,10 +187,11 @@ def test_fits_jobs_go_to_srgan_fits(tmp_path, monkeypatch, up):
     (tmp_path / "in" / "g.fits").write_bytes(b"x")
     photo(tmp_path / "in" / "p.png")
     kinds = []
+    options = FitsOptions(flux="surface-brightness", residual=True)
     result = run_jobs(plan_jobs(tmp_path / "in", tmp_path / "out"), lambda kind: kinds.append(kind) or up,
-                      fits_options={"flux": "conserve", "residual": True})
+                      fits_options=options)
     assert result.ok and sorted(kinds) == ["fits", "photo"]
-    assert calls == [(up, "g.fits", {"flux": "conserve", "residual": True})]
+    assert calls == [(up, "g.fits", {"options": options})]  # the one dataclass, passed on as it is
 
 
 def test_a_missing_model_stops_before_any_work(tree):

@@ -99,6 +99,20 @@ def test_refusals_are_one_error_line_before_any_work(tmp_path, model_file, args,
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a.png"]
 
 
+@pytest.mark.parametrize("psf", ["0", "-1.5"])
+def test_a_bad_fits_option_is_one_error_line_before_any_work(tmp_path, model_file, psf):
+    from astropy.io import fits
+
+    src = tmp_path / "in"
+    src.mkdir()
+    fits.PrimaryHDU(np.random.default_rng(0).normal(size=(16, 16)).astype(np.float32)).writeto(src / "g.fits")
+    photo(src / "a.png")
+    result = upscale(src, tmp_path / "out", "--model", model_file, "--residual", "--psf", psf)
+    assert result.exit_code == 1
+    assert result.output == f"Error: PSF FWHM must be > 0 input pixels, got {float(psf)} (--psf FWHM or a PSF FITS file)\n"
+    assert not (tmp_path / "out").exists()  # refused by FitsOptions before any folder or file is made
+
+
 def test_output_folder_inside_input_is_not_reread(tmp_path, model_file):
     photo(tmp_path / "in" / "a.png")
     for _ in range(2):  # the second run would pick up in/out/a.png if it re-read OUTPUT

@@ -1,6 +1,8 @@
 """srgan.fits: input parsing, WCS rescaling, flux, NaNs, every FITS flavour in and out, bad input."""
 
+import dataclasses
 import gzip
+import re
 import warnings
 
 import numpy as np
@@ -511,3 +513,54 @@ def test_never_overwrites_the_input(up, tmp_path):
 def test_bad_flux_mode(up):
     with pytest.raises(ConfigError, match="--flux"):
         sf.upscale_hdu(up, fits.ImageHDU(galaxy()), flux="total")
+
+
+# ---------------------------------------------------------------------------- FitsOptions
+
+class TestFitsOptions:
+    @pytest.mark.parametrize("field,value,flag", [
+        ("flux", "total", "(--flux)"),
+        ("hdu", 1.5, "(--hdu N or NAME)"),
+        ("hdu", ("SCI",), "(--hdu N or NAME)"),
+        ("hdu", True, "(--hdu N or NAME)"),
+        ("consistency", "yes", "(--consistency/--no-consistency)"),
+        ("residual", 1, "(--residual)"),
+        ("psf", 0, "(--psf FWHM"),
+        ("psf", -2.5, "(--psf FWHM"),
+        ("psf", float("nan"), "(--psf FWHM"),
+        ("psf", True, "(--psf)"),
+    ])
+    def test_a_bad_field_is_a_config_error_naming_the_option(self, field, value, flag):
+        with pytest.raises(ConfigError, match=re.escape(flag)) as e:
+            sf.FitsOptions(**{field: value})
+        assert field in str(e.value).lower() and "\n" not in str(e.value)
+
+    def test_accepted_values_and_frozen(self):
+        for ok in (dict(hdu=0), dict(hdu="3"), dict(hdu="SCI"), dict(hdu=("SCI", 2)), dict(psf=2.5),
+                   dict(psf="psf.fits"), dict(psf=np.ones((3, 3))), dict(consistency=True, residual=True)):
+            sf.FitsOptions(**ok)
+        o = sf.FitsOptions(flux="surface-brightness")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            o.flux = "conserve"
+        assert sf.FitsOptions().is_default() and not o.is_default()
+        assert not sf.FitsOptions(psf=np.ones((3, 3))).is_default()
+
+    def test_options_equal_the_keywords_and_not_both(self, up):
+        hdu = fits.ImageHDU(galaxy(), tan_header("cd"))
+        by_keywords = sf.upscale_hdu(up, hdu, flux="surface-brightness", residual=True)
+        by_options = sf.upscale_hdu(up, hdu, options=sf.FitsOptions(flux="surface-brightness", residual=True))
+        assert by_options[0].header["SRFLUX"] == "surface-brightness" and by_options[1].name == "SRRESID"
+        for a, b in zip(by_keywords, by_options):
+            np.testing.assert_array_equal(a.data, b.data)
+        with pytest.raises(TypeError, match="not both"):
+            sf.upscale_hdu(up, hdu, residual=True, options=sf.FitsOptions())
+        with pytest.raises(TypeError, match="FitsOptions"):
+            sf.upscale_nddata(up, NDData(galaxy()), options={"flux": "conserve"})  # no dicts of options
+
+    def test_upscale_fits_takes_the_hdu_from_the_options(self, up, tmp_path):
+        src, dst = tmp_path / "mef.fits", tmp_path / "out.fits"
+        multi_extension(src)
+        sf.upscale_fits(up, src, dst, options=sf.FitsOptions(hdu="ERR", flux="surface-brightness"))
+        with fits.open(src) as fin, fits.open(dst) as fout:
+            np.testing.assert_array_equal(fout["SCI"].data, fin["SCI"].data)  # not chosen: copied
+            assert fout["ERR"].data.shape == (64, 80) and fout["ERR"].header["SRFLUX"] == "surface-brightness"

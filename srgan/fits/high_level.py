@@ -1,0 +1,181 @@
+"""The public FITS functions: parse the input, run the pixel pipeline, build the output.
+
+Like reproject's ``_high_level.py``: each function accepts what an astropy user holds
+(:func:`srgan.fits.parse.parse_input`), calls the one pixel pipeline
+(:func:`srgan.fits.pipeline.upscale_array`) and returns astropy objects with the rescaled
+header (:mod:`srgan.fits.header`). Options come as keywords, or as one
+:class:`~srgan.fits.options.FitsOptions` (``options=``) from programs that pass them along.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from srgan.checkpoint import atomic_write
+from srgan.errors import ConfigError, InputError
+from srgan.fits.header import history_notes, output_header, rescale_wcs, residual_hdu
+from srgan.fits.options import FitsOptions, resolve_options
+from srgan.fits.parse import describe_hdus, image_hdus, open_fits, parse_input, select_hdu
+from srgan.fits.pipeline import check_model, psf_description, upscale_array
+from srgan.fits.stream import compressed_hdu, gzip_open, hdu_bytes, input_array, write_upscaled
+
+
+def upscale_hdu(upscaler, hdu, *, flux: str = "conserve", consistency: bool = False, psf=None,
+                residual: bool = False, options: FitsOptions | None = None):
+    """Upscale one image HDU (or anything :func:`parse_input` accepts) in memory.
+
+    Args:
+        upscaler: :class:`srgan.upscale.Upscaler` with a 1-channel asinh model.
+        hdu: PrimaryHDU/ImageHDU/CompImageHDU (or path, HDUList with one image, (array, Header), ...).
+        flux: "conserve" (output sums to the input flux) or "surface-brightness".
+        consistency: back-project until A(SR) reproduces the input within the noise.
+        psf: PSF of A: FWHM in input pixels, PSF FITS file or array on the input grid, or None
+            (the model's training preset).
+        residual: also return the SRRESID image (A(SR) - input) / sigma.
+        options: all of the above (and ``hdu`` for a path or HDUList) as one
+            :class:`FitsOptions`, instead of the keywords.
+    Returns:
+        ImageHDU (CompImageHDU for a compressed input) with the rescaled header and float32
+        data; with ``residual=True`` an HDUList [PrimaryHDU (SR), ImageHDU SRRESID] (an empty
+        PrimaryHDU first for compressed input).
+    Raises:
+        ConfigError: a bad option (naming it). ModelError: a photo model. InputError: bad data.
+    """
+    o = resolve_options(options, FitsOptions(flux=flux, consistency=consistency, psf=psf, residual=residual))
+    data, header, _ = parse_input(hdu, o.hdu)
+    out, resid, results = upscale_array(upscaler, data, o)
+    what = psf_description(upscaler, o)
+    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what))
+    compressed = isinstance(hdu, fits.CompImageHDU)
+    if compressed:
+        image = compressed_hdu(out, h, hdu)
+    else:
+        image = fits.ImageHDU(out, header=h)
+    if not o.residual:
+        return image
+    first = [fits.PrimaryHDU(), image] if compressed else [fits.PrimaryHDU(out, header=h)]
+    return fits.HDUList([*first, residual_hdu(resid, header, results, what, 1)])
+
+
+def upscale_nddata(upscaler, nd, *, flux: str = "conserve", consistency: bool = False, psf=None,
+                   residual: bool = False, options: FitsOptions | None = None):
+    """Upscale an astropy NDData/CCDData; returns the same class.
+
+    data: upscaled; wcs: rescaled (None if none); mask: upscaled by repetition (each output
+    pixel inherits its parent's mask); unit and meta kept (meta: rescaled header with
+    provenance when it is a Header). Uncertainty: StdDev/Variance/InverseVariance are
+    repeated onto the output grid and scaled like the data (divided by s^2 in "conserve"
+    mode, squared for variances). This is an approximation: the s^2 output pixels of one input
+    pixel are fully correlated, so summed over that block they give the input's uncertainty.
+    Other uncertainty types and ``NDData.psf`` are dropped with a warning. Options as in
+    :func:`upscale_hdu` (``options.hdu`` does not apply).
+
+    With ``residual=True`` returns ``(upscaled, residual)``, residual an NDData on the input grid.
+    """
+    from astropy.nddata import InverseVariance, NDData, StdDevUncertainty, VarianceUncertainty
+
+    o = resolve_options(options, FitsOptions(flux=flux, consistency=consistency, psf=psf, residual=residual))
+    if not isinstance(nd, NDData):
+        raise TypeError(f"expected an astropy NDData or CCDData, got {type(nd).__name__}")
+    data, header, wcs = parse_input(nd)
+    s = upscaler.scale
+    out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o)
+    what = psf_description(upscaler, o)
+    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what))
+    new_wcs = rescale_wcs(wcs, s) if wcs is not None else None
+
+    def up(a):
+        return np.repeat(np.repeat(np.asarray(a), s, axis=-2), s, axis=-1)
+
+    mask = up(nd.mask) if nd.mask is not None and np.ndim(nd.mask) == data.ndim else nd.mask
+    uncertainty = None
+    if nd.uncertainty is not None:
+        u, k = nd.uncertainty, float(s * s) if o.flux == "conserve" else 1.0
+        scaled = {StdDevUncertainty: 1 / k, VarianceUncertainty: 1 / k**2, InverseVariance: k**2}
+        kind = type(u)
+        if kind in scaled:
+            uncertainty = kind(up(u.array) * scaled[kind], unit=u.unit)
+        else:
+            warnings.warn(f"uncertainty of type {kind.__name__} cannot be propagated and is dropped", stacklevel=2)
+    if getattr(nd, "psf", None) is not None:
+        warnings.warn("NDData.psf is on the input grid and is dropped from the output", stacklevel=2)
+    meta = h if isinstance(nd.meta, fits.Header) else dict(nd.meta or {})
+    result = type(nd)(out, uncertainty=uncertainty, mask=mask, wcs=new_wcs, meta=meta, unit=nd.unit)
+    if not o.residual:
+        return result
+    return result, NDData(resid, wcs=wcs)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
+def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str = "conserve", consistency: bool = False,
+                 psf=None, residual: bool = False, options: FitsOptions | None = None) -> Path:
+    """Upscale a FITS file into a new FITS file, written atomically.
+
+    Every image HDU with 2 or more axes is upscaled (cubes plane by plane), or only ``hdu``
+    (index, EXTNAME or (EXTNAME, EXTVER)); all other HDUs (tables, other images, distortion
+    arrays) are copied unchanged. Plain, gzipped (``.gz``) and tile-compressed (``.fz``,
+    CompImageHDU) input is read; a compressed image HDU is written compressed (lossless
+    GZIP_2), output names ending in ``.gz`` are gzipped. With ``residual=True`` an ``SRRESID``
+    HDU follows each upscaled HDU. See :func:`upscale_hdu` for the other options; ``options``
+    gives them all (``hdu`` included) as one :class:`FitsOptions`.
+
+    Uncompressed outputs are streamed: the upscaled data are memory-mapped in the output file
+    and written strip by strip, so memory holds about one input plane, not the output.
+
+    Returns:
+        path_out.
+    Raises:
+        InputError: unreadable or truncated file, no 2-D image HDU, all-NaN plane; nothing is
+            written then. ConfigError: path_out is path_in, unknown flux mode. ModelError: a
+            photo model.
+    """
+    o = resolve_options(options, FitsOptions(hdu=hdu, flux=flux, consistency=consistency, psf=psf,
+                                             residual=residual))
+    path_in, path_out = Path(path_in), Path(path_out)
+    if _same_file(path_in, path_out):
+        raise ConfigError(f"output {path_out} is the input file; choose another output path (srgan never "
+                          "overwrites its input)")
+    check_model(upscaler)
+    with open_fits(path_in) as hdul, contextlib.ExitStack() as mappings:
+        targets = image_hdus(hdul) if o.hdu is None else [select_hdu(hdul, o.hdu)]
+        if not targets:
+            raise InputError(f"{path_in}: no image HDU with 2-D data to upscale; HDUs: {'; '.join(describe_hdus(hdul))}")
+        inputs = {i: input_array(hdul[i], path_in, mappings, f"{path_in} HDU {i}") for i in targets}
+        for i in targets:
+            ndim = 0 if inputs[i] is None else inputs[i].ndim
+            if ndim < 2:
+                raise InputError(f"{path_in}: HDU {i} has {ndim}-D data; "
+                                 "only images with 2 or more axes can be upscaled (--hdu N or NAME)")
+        what = psf_description(upscaler, o)
+        gz = path_out.name.lower().endswith(".gz")
+
+        def write(tmp):
+            opener = gzip_open if gz else open
+            with opener(tmp, "wb+") as f:
+                nres = 0
+                for i, h in enumerate(hdul):
+                    if i not in targets:
+                        f.write(hdu_bytes(h, primary=i == 0))
+                        continue
+                    resid, results = write_upscaled(f, upscaler, h, inputs[i], i == 0, stream=not gz, options=o,
+                                                    what=what)
+                    if o.residual:
+                        nres += 1
+                        f.write(hdu_bytes(residual_hdu(resid, h.header, results, what, nres), primary=False))
+
+        try:
+            atomic_write(path_out, write)
+        finally:
+            inputs.clear()  # drop the views so that the input mappings can be closed
+    return path_out
