@@ -21,10 +21,12 @@ FITS (``astro`` preset), per image (first 2-D image HDU; NaNs filled with the sk
 2. LR = the astro forward model with fixed, documented settings (:class:`AstroSetup`: the
    preset's middle FWHM, Moffat PSF, block-mean binning, sky + read noise with a seed fixed
    per file name), so every method sees the same input and the scores are reproducible.
-3. Methods: the model (:meth:`Upscaler.upscale_planes`, then the same exact total-flux
-   correction that ``srgan upscale`` applies to FITS, :func:`srgan.consistency.conserve_flux`), bicubic upsampling (torch, no flux
-   rescaling needed: block-mean binning keeps per-HR-pixel units, so a bicubic upsample of
-   the LR already sums to the HR's flux), and Richardson-Lucy deconvolution
+3. Methods: the model, through the very pixel pipeline ``srgan upscale`` runs on FITS
+   (:func:`srgan.fits.upscale_array`: robust sky/noise, asinh normalisation, the exact
+   total-flux correction :func:`srgan.consistency.conserve_flux`), with
+   ``flux="surface-brightness"`` since block-mean binning keeps per-HR-pixel units; bicubic
+   upsampling (torch, no flux rescaling needed: a bicubic upsample of the LR already sums to
+   the HR's flux); and Richardson-Lucy deconvolution
    (``skimage.restoration.richardson_lucy``, ``rl_iterations`` iterations, the known PSF on
    the output grid) of that bicubic upsample. RL needs non-negative data: the image is
    shifted by its minimum before and shifted back after.
@@ -279,42 +281,58 @@ def score_photo(upscaler, path: Path, scale: int, preset: str, seed: int = 0) ->
     return hr.shape[0], hr.shape[1], scores
 
 
-def score_fits(upscaler, path: Path, scale: int, setup: AstroSetup, rl_iterations: int = 30) -> tuple[int, int, dict]:
-    """(H, W, {method: {metric: value}}) for one FITS image (first plane); see the module doc."""
+def astro_lr(hr: np.ndarray, scale: int, setup: AstroSetup, name: str) -> np.ndarray:
+    """The LR every method sees: the fixed astro forward model of an (H, W) float32 HR in noise units.
+
+    PSF (``setup``), block-mean binning, then sky + read noise seeded by the file ``name``.
+    Returns (H/scale, W/scale) float32.
+    """
+    from srgan.degrade import astro_forward, sky_read_noise
+
+    x = torch.from_numpy(hr)[None, None]
+    g = torch.Generator().manual_seed(_file_seed(name, setup.seed))
+    lr = sky_read_noise(astro_forward(x, setup.fwhm, scale, setup.kind, setup.beta),
+                        setup.sky, setup.gain, setup.read_noise, generator=g)  # (1, 1, h, w)
+    return lr[0, 0].numpy()
+
+
+def astro_outputs(upscaler, lr: np.ndarray, scale: int, setup: AstroSetup, rl_iterations: int = 30) -> dict:
+    """{method: (sH, sW) output} of every method for one (h, w) float32 LR; see the module doc.
+
+    The model runs through :func:`srgan.fits.upscale_array`, the pixel pipeline of
+    ``srgan upscale``, so eval scores exactly what users get.
+    """
     import torch.nn.functional as F
 
+    from srgan.degrade import psf_kernel
+    from srgan.fits import FitsOptions, upscale_array
+
+    sr, _, _ = upscale_array(upscaler, lr, FitsOptions(flux="surface-brightness"))
+    bic = F.interpolate(torch.from_numpy(lr)[None, None].double(), scale_factor=scale, mode="bicubic",
+                        align_corners=False)[0, 0].numpy()
+    psf = psf_kernel(setup.kind, setup.fwhm, beta=setup.beta).double().numpy()
+    rl = richardson_lucy_baseline(bic, psf, rl_iterations)
+    return {"model": sr, "bicubic": bic, "richardson-lucy": rl}
+
+
+def score_fits(upscaler, path: Path, scale: int, setup: AstroSetup, rl_iterations: int = 30) -> tuple[int, int, dict]:
+    """(H, W, {method: {metric: value}}) for one FITS image (first plane); see the module doc."""
     from srgan.data import load_fits_planes
-    from srgan.degrade import astro_forward, psf_kernel, sky_read_noise
     from srgan.metrics import psnr_data
-    from srgan.consistency import conserve_flux
-    from srgan.normalize import sky_and_noise
 
     hr = modcrop(load_fits_planes(path)[0], scale).astype(np.float32)
     if min(hr.shape) < 2 * scale + 8:
         raise InputError(f"{path}: {hr.shape[1]}x{hr.shape[0]} px is too small to score at x{scale}")
-    x = torch.from_numpy(hr)[None, None]
-    g = torch.Generator().manual_seed(_file_seed(path.name, setup.seed))
-    lr = sky_read_noise(astro_forward(x, setup.fwhm, scale, setup.kind, setup.beta),
-                        setup.sky, setup.gain, setup.read_noise, generator=g)  # (1, 1, h, w)
-
-    planes = lr[0].numpy()
-    if upscaler.info.config.in_channels == 1:
-        sr = upscaler.upscale_planes(planes)[0]
-    else:  # a 3-channel model: the plane in every channel, channels averaged (as srgan.fits does)
-        sr = upscaler.upscale_planes(np.repeat(planes, 3, axis=0)).mean(axis=0)
-    bic = F.interpolate(lr.double(), scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].numpy()
-    psf = psf_kernel(setup.kind, setup.fwhm, beta=setup.beta).double().numpy()
-    rl = richardson_lucy_baseline(bic, psf, rl_iterations)
-    if sr.shape != hr.shape:
-        raise ModelError(f"model output {sr.shape} does not match the HR {hr.shape} at x{scale}")
-    # Score the model as `srgan upscale` delivers FITS: with srgan.fits' exact total-flux correction.
-    conserve_flux(sr, planes[0], scale, *sky_and_noise(planes[0]))
-    lr_flux = float(planes.astype(np.float64).sum()) * scale**2  # block means: x scale^2 = flux
+    lr = astro_lr(hr, scale, setup, path.name)
+    outputs = astro_outputs(upscaler, lr, scale, setup, rl_iterations)
+    if outputs["model"].shape != hr.shape:
+        raise ModelError(f"model output {outputs['model'].shape} does not match the HR {hr.shape} at x{scale}")
+    lr_flux = float(lr.astype(np.float64).sum()) * scale**2  # block means: x scale^2 = flux
     norm = float(np.abs(hr.astype(np.float64)).sum())
     scores = {m: {"psnr_asinh": _psnr_asinh(out, hr, scale), "psnr_linear": psnr_data(out, hr, scale),
                   "flux_error": flux_error_vs_hr(out, hr),
                   "flux_error_lr": abs(float(np.asarray(out, np.float64).sum()) - lr_flux) / norm}
-              for m, out in (("model", sr), ("bicubic", bic), ("richardson-lucy", rl))}
+              for m, out in outputs.items()}
     return hr.shape[0], hr.shape[1], scores
 
 

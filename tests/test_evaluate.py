@@ -160,6 +160,43 @@ def test_astro_eval_scores_model_bicubic_and_richardson_lucy(galaxies, tiny_astr
     assert "| gal | 2 |" in text and "%" in text
 
 
+@pytest.mark.parametrize("tagged", [False, True])
+def test_eval_scores_exactly_what_srgan_upscale_writes(galaxies, tiny_astro_model, tmp_path, monkeypatch, tagged):
+    """score_fits' model output is upscale_fits' output for the same LR, bit for bit. With the FITS
+    pipeline patched to shift its output, both move: eval has no pixel pipeline of its own."""
+    from astropy.io import fits
+
+    from srgan.data import load_fits_planes
+    from srgan.degrade import PRESETS
+    from srgan.evaluate import AstroSetup, astro_lr, astro_outputs, score_fits
+    from srgan.fits import pipeline, upscale_fits
+    from srgan.metrics import psnr_data
+    from srgan.upscale import Upscaler
+
+    if tagged:
+        real = pipeline.upscale_plane
+
+        def shifted(upscaler, plane, out, options, kernel=None):
+            result = real(upscaler, plane, out, options, kernel)
+            out[...] = np.asarray(out) + np.float32(7.0)
+            return result
+
+        monkeypatch.setattr(pipeline, "upscale_plane", shifted)
+    up = Upscaler.from_pretrained(tiny_astro_model, device="cpu")
+    setup = AstroSetup.from_preset(PRESETS["astro"])
+    path = sorted(galaxies.glob("*.fits"))[0]
+    hr = modcrop(load_fits_planes(path)[0], 2).astype(np.float32)
+    lr = astro_lr(hr, 2, setup, path.name)
+    fits.PrimaryHDU(lr).writeto(tmp_path / "lr.fits")
+    upscale_fits(up, tmp_path / "lr.fits", tmp_path / "sr.fits", flux="surface-brightness")
+    written = fits.getdata(tmp_path / "sr.fits").astype(np.float32)
+    assert np.array_equal(astro_outputs(up, lr, 2, setup, rl_iterations=1)["model"], written)
+    _, _, scores = score_fits(up, path, 2, setup, rl_iterations=1)
+    assert scores["model"]["psnr_linear"] == psnr_data(written, hr, 2)
+    assert scores["model"]["flux_error"] == flux_error_vs_hr(written, hr)
+    assert (written.mean() > hr.mean() + 6) == tagged  # the shift really reached the output
+
+
 def test_richardson_lucy_baseline_sharpens_any_sign_data():
     from scipy.signal import fftconvolve
 
