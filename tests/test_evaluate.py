@@ -8,7 +8,7 @@ from PIL import Image
 
 from srgan.checkpoint import ModelInfo, save_model
 from srgan.cli import main
-from srgan.errors import ConfigError, InputError
+from srgan.errors import ConfigError, InputError, ModelError
 from srgan.evaluate import (bicubic_upsample, evaluate, evaluate_folders, flux_error_vs_hr, markdown, modcrop,
                             photo_lr, richardson_lucy_baseline)
 from srgan.galaxies import GalaxyConfig, make_galaxies
@@ -195,6 +195,11 @@ def test_eval_scores_exactly_what_srgan_upscale_writes(galaxies, tiny_astro_mode
     assert scores["model"]["psnr_linear"] == psnr_data(written, hr, 2)
     assert scores["model"]["flux_error"] == flux_error_vs_hr(written, hr)
     assert (written.mean() > hr.mean() + 6) == tagged  # the shift really reached the output
+
+
+def test_a_photo_model_is_refused_on_fits_as_by_srgan_upscale(galaxies, tiny_photo_model):
+    with pytest.raises(ModelError, match="trained on photos.*--model"):
+        evaluate(str(tiny_photo_model), galaxies, preset="astro", device="cpu", rl_iterations=1)
 
 
 def test_richardson_lucy_baseline_sharpens_any_sign_data():
