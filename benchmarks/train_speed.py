@@ -1,10 +1,11 @@
 """Training speed: steps/s of the pre-training (pixel loss) and GAN phases.
 
-The default architecture (SRResNet B16/C64 x4, the paper's discriminator) trained the way
-``srgan.train.fit`` trains it: HR patches on the device, the LR input made there by
-``srgan.train.training_pair`` (the degradation preset, then the normalisation), channels_last,
-bf16 autocast on CUDA (``--amp auto``, fit's default), Adam, gradient clipping at 1.0; the GAN
-step updates D (BCE) then G with VGG54 content + 1e-3 adversarial + 2e-8 TV.
+The default architecture (SRResNet B16/C64 x4, the paper's discriminator) trained with the
+step functions ``srgan.train.fit`` calls, ``pretrain_step`` and ``gan_step``: HR patches on the
+device, the LR input made there by ``srgan.train.training_pair`` (the degradation preset, then
+the normalisation), channels_last, bf16 autocast on CUDA (``--amp auto``, fit's default), Adam,
+gradient clipping at 1.0; the GAN step updates D (BCE) then G with VGG54 content + 1e-3
+adversarial + 2e-8 TV (TrainConfig's defaults).
 
 The VGG19 of the content loss is built with ``weights=None`` (random): the same layers and
 FLOPs as the ImageNet weights, so the same speed, without a download. Patches are random
@@ -15,15 +16,11 @@ on the device inside the step, as in fit).
     python benchmarks/train_speed.py --json train.json          # 16x96 and a large batch
     python benchmarks/train_speed.py --configs 16x96 --steps 5
     python benchmarks/train_speed.py --smoke                    # tiny model: seconds
-
-``fit`` keeps its step inline, so this script repeats it with the same modules and loss
-functions; keep the two in step.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import threading
 import time
@@ -31,12 +28,12 @@ import time
 import numpy as np
 import torch
 
-from srgan.degrade import PRESETS, degrade
-from srgan.losses import LossWeights, VGGContentLoss, discriminator_loss_terms, generator_loss, pixel_loss
+from srgan.degrade import PRESETS
+from srgan.device import resolve_device
+from srgan.losses import VGGContentLoss
 from srgan.models import Discriminator, Generator, GeneratorConfig, count_parameters
 from srgan.normalize import Normalization
-from srgan.train import TrainConfig, training_pair
-from srgan.upscale import resolve_device
+from srgan.train import TrainConfig, gan_step, pretrain_step, training_pair
 
 from throughput import PeakMemory, machine_info, machine_line, sync, write_json
 
@@ -62,61 +59,34 @@ def random_patches(src: torch.Tensor, batch: int, patch: int, g: torch.Generator
 
 
 class Trainer:
-    """The models, optimisers and one step of each phase, as in ``srgan.train.fit``."""
+    """The models and optimisers of ``srgan.train.fit``, and one step of each phase with its functions."""
 
     def __init__(self, arch: GeneratorConfig, device, *, amp: bool, preset: str, vgg_layer: str = "relu5_4",
                  lr: float = 1e-4, grad_clip: float = 1.0, disc_base: int = 64):
-        self.device, self.grad_clip = device, grad_clip
+        self.device, self.amp = device, amp
         self.memory_format = torch.channels_last
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
-        self.config = TrainConfig(scale=arch.scale, preset=preset)  # what training_pair reads
+        # what training_pair and the steps read; loss weights and --gan-loss bce are fit's defaults
+        self.config = TrainConfig(scale=arch.scale, preset=preset, lr=lr, grad_clip=grad_clip)
         self.normalization = Normalization("asinh") if preset == "astro" else Normalization("unit")
         self.generator = Generator(arch).to(device).to(memory_format=self.memory_format).train()
         self.discriminator = Discriminator(arch.in_channels, disc_base).to(device).to(memory_format=self.memory_format)
         self.content = VGGContentLoss(layer=vgg_layer, weights=None).to(device).eval()
         adam = lambda params: torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))  # noqa: E731
         self.opt_g, self.opt_d = adam(self.generator.parameters()), adam(self.discriminator.parameters())
-        self.weights = LossWeights(pixel=0.0, content=1.0, adversarial=1e-3, tv=2e-8)
 
     def batch(self, hr: torch.Tensor, g: torch.Generator):
         x, y = training_pair(hr, self.config, self.normalization, g)
         return x.contiguous(memory_format=self.memory_format), y.contiguous(memory_format=self.memory_format)
 
-    def _clip(self, module):
-        torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], self.grad_clip)
-
     def pretrain_step(self, hr, g):
         x, y = self.batch(hr, g)
-        with self.autocast():
-            sr = self.generator(x)
-        loss = pixel_loss(sr.float(), y, kind="mse")
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self._clip(self.generator)
-        self.opt_g.step()
-        return loss.detach()
+        return pretrain_step(self.generator, self.opt_g, x, y, self.config, amp=self.amp)["pixel"]
 
     def gan_step(self, hr, g):
         x, y = self.batch(hr, g)
-        with self.autocast():
-            sr = self.generator(x)
-        sr = sr.float()
-        self.discriminator.requires_grad_(True)
-        with self.autocast():
-            d_total, _ = discriminator_loss_terms(self.discriminator, y, sr, gan_loss="bce", weights=self.weights)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_total.float().backward()
-        self._clip(self.discriminator)
-        self.opt_d.step()
-        self.discriminator.requires_grad_(False)
-        with self.autocast():
-            loss, _ = generator_loss(sr, y, weights=self.weights, discriminator=self.discriminator,
-                                     content=self.content, gan_loss="bce")
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.float().backward()
-        self._clip(self.generator)
-        self.opt_g.step()
-        return loss.detach()
+        terms = gan_step(self.generator, self.discriminator, self.opt_g, self.opt_d, x, y, self.config,
+                         content=self.content, amp=self.amp, rng=g)
+        return terms["generator"]
 
 
 class GpuUtilisation:

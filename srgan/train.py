@@ -1,5 +1,10 @@
 """Training: one visible loop, :func:`fit`, driven by a :class:`TrainConfig`.
 
+The loop's pieces are plain functions, usable on their own (benchmarks/train_speed.py times
+them): :func:`training_pair` makes a batch, :func:`pretrain_step` and :func:`gan_step` take one
+step of each phase and return its loss terms, :func:`save_checkpoint` and :func:`resume` write
+and restore the training state, and :func:`resume_config` is the one ``--resume`` merge rule.
+
 Two phases as in Ledig et al. 2017:
 
 1. ``pretrain_steps`` of pixel loss (MSE or L1) with Adam: this alone gives SRResNet.
@@ -55,8 +60,10 @@ import torch.nn.functional as F
 from srgan.checkpoint import atomic_write, load_model, load_state, save_model, save_state
 from srgan.data import PatchDataset, StepBatches, find_images, load_images, step_seed, to_float
 from srgan.degrade import PRESETS, degrade
+from srgan.device import resolve_device
 from srgan.errors import ConfigError, TrainingDivergedError, WeightsUnavailableError
-from srgan.losses import LossWeights, VGGContentLoss, discriminator_loss_terms, generator_loss, pixel_loss
+from srgan.losses import (GAN_LOSSES, PIXEL_LOSSES, LossWeights, VGGContentLoss, discriminator_loss_terms,
+                          generator_loss, pixel_loss)
 from srgan.models import Discriminator, Generator, GeneratorConfig
 from srgan.normalize import Normalization, sky_and_noise_torch
 
@@ -64,9 +71,8 @@ log = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "step", "cosine")
 CONTENT_LOSSES = ("vgg", "mse")
-GAN_LOSSES = ("bce", "relativistic", "wgan-gp")
-PIXEL_LOSSES = ("mse", "l1")
 AMP_MODES = ("auto", "bf16", "off")
+CHECKPOINT = "checkpoint.safetensors"  # the training state in a run directory
 # options that may differ from the stored run on --resume (longer runs, other hardware, paths)
 RESUMABLE = ("hr", "val", "pretrain_steps", "gan_steps", "val_every", "checkpoint_every", "log_every",
              "device", "workers", "cache", "progress", "resume", "command", "amp")
@@ -189,12 +195,26 @@ def resolve_config(config: TrainConfig) -> tuple[TrainConfig, GeneratorConfig, N
     return config, arch, normalization
 
 
-def read_run_config(out) -> TrainConfig:
-    """The config stored in a run directory's checkpoint (what ``--resume`` continues)."""
-    path = Path(out) / "checkpoint.safetensors"
-    if not path.is_file():
-        raise ConfigError(f"--resume: no checkpoint at {path}; start the run without --resume")
-    return TrainConfig(**load_state(path)["config"])
+def resume_config(config: TrainConfig, stored: TrainConfig) -> TrainConfig:
+    """The options of a resumed run: the ``stored`` ones, with what ``config`` may change.
+
+    This is the one merge rule of ``--resume`` (the library's ``fit`` and ``srgan train``).
+    A field of ``config`` left at its TrainConfig default takes the stored value, so
+    ``TrainConfig(out=RUN, resume=True, pretrain_steps=N)`` extends a run. A changed
+    ``RESUMABLE`` field (step counts, data paths, device, logging) replaces the stored one; a
+    change to any other field would not continue the same run and is a ConfigError.
+
+    Returns the merged config with ``resume=True``. Raises ConfigError listing what differs.
+    """
+    defaults = TrainConfig()
+    given = {f.name: getattr(config, f.name) for f in fields(TrainConfig)
+             if getattr(config, f.name) != getattr(defaults, f.name)}  # left at defaults: take the run's
+    changed = [n for n, v in given.items() if n not in RESUMABLE and v is not None and v != getattr(stored, n)]
+    if changed:
+        raise ConfigError(f"--resume continues {config.out} with its stored options; these differ: "
+                          + ", ".join(f"{n}={getattr(config, n)!r} (run has {getattr(stored, n)!r})" for n in changed)
+                          + "; start a new --out with --init to change them")
+    return replace(stored, **{n: v for n, v in given.items() if n in RESUMABLE and n != "resume"}, resume=True)
 
 
 def get_lr(step: int, config: TrainConfig) -> float:
@@ -213,20 +233,6 @@ def get_lr(step: int, config: TrainConfig) -> float:
         return config.lr if t < n / 2 else config.lr * 0.1
     low = config.lr * 0.01
     return low + 0.5 * (config.lr - low) * (1 + math.cos(math.pi * t / n))
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif name == "cuda" and torch.cuda.is_available():
-        name = f"cuda:{local_rank}"
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {name!r} is not a device name (use auto, cpu, cuda or cuda:N)") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA GPU is available; use --device cpu")
-    return device
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -252,17 +258,18 @@ def training_pair(hr: torch.Tensor, config: TrainConfig, normalization: Normaliz
     return to_network(lr, hr, normalization)
 
 
-def bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """(B, C, h, w) -> (B, C, h*scale, w*scale), the baseline the model must beat."""
+def torch_bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, h*scale, w*scale) float, torch's bicubic (a = -0.75), unclipped.
+
+    The validation baseline, on network-space tensors on the device. Not the published
+    protocol's baseline: :func:`srgan.evaluate.bicubic_upsample` is Pillow's bicubic on 8-bit
+    images (a = -0.5, rounded to uint8), so their scores differ slightly.
+    """
     return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
-def _unwrap(module):
-    return module.module if hasattr(module, "module") else module
-
-
 def _average_gradients(module, world_size: int) -> None:
-    """All-reduce (mean) of a module's gradients across processes."""
+    """All-reduce (mean) of a module's gradients across processes: every rank ends with the same ones."""
     import torch.distributed as dist
 
     grads = [p.grad for p in module.parameters() if p.grad is not None]
@@ -281,11 +288,13 @@ def _adam(params, lr):
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
 
 
-def _make_discriminator(config: TrainConfig, channels: int, device) -> Discriminator:
-    """The discriminator, initialised from the seed alone (same weights whenever it is built)."""
+def _new_discriminator(config: TrainConfig, channels: int, device, memory_format):
+    """(discriminator, its Adam): D initialised from the seed alone (same weights whenever it is built)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(step_seed(config.seed, 1 << 20))
-        return Discriminator(in_channels=channels).to(device)
+        discriminator = Discriminator(in_channels=channels).to(device)
+    discriminator = discriminator.to(memory_format=memory_format)
+    return discriminator, _adam(discriminator.parameters(), config.lr)
 
 
 def _make_content_loss(config: TrainConfig, device):
@@ -297,6 +306,158 @@ def _make_content_loss(config: TrainConfig, device):
         return VGGContentLoss(layer=config.vgg_layer, weights=weights).to(device).eval()
     except WeightsUnavailableError as e:
         raise WeightsUnavailableError(f"{e} Without VGG19 weights, train SRGAN-MSE with --content-loss mse.") from e
+
+
+# ----------------------------------------------------------------------------- one step of each phase
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+
+def loss_weights(config: TrainConfig) -> LossWeights:
+    """The GAN phase's loss weights from the config (no pixel term: content is VGG or pixel MSE)."""
+    return LossWeights(pixel=0.0, content=config.content_weight, adversarial=config.adversarial_weight,
+                       tv=config.tv_weight, gradient_penalty=config.gp_weight)
+
+
+def pretrain_step(generator: torch.nn.Module, opt_g: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                  config: TrainConfig, *, amp: bool = False) -> dict[str, torch.Tensor]:
+    """One phase-1 (SRResNet) step: pixel loss of ``generator(x)`` against ``y``, backward, clip, Adam.
+
+    Args:
+        generator: the generator, or its DistributedDataParallel wrapper (whose backward
+            all-reduces the gradients, so every rank takes the same step).
+        opt_g: its optimiser, with this step's learning rate already set.
+        x: (B, C, h, w) input, y: (B, C, h*scale, w*scale) target, in network space
+            (:func:`training_pair`).
+        config: ``pixel_loss`` (mse or l1) and ``grad_clip`` (0: no clipping) are read.
+        amp: run the forward pass under bf16 autocast (the loss is computed in fp32).
+
+    Returns:
+        {"pixel": loss, "grad_norm_g": G's gradient norm before clipping}, detached 0-d tensors.
+    """
+    with _autocast(x.device, amp):
+        sr = generator(x)
+    sr = sr.float()
+    loss = pixel_loss(sr, y, kind=config.pixel_loss)
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    terms = {"pixel": loss.detach(), "grad_norm_g": _clip(generator, config.grad_clip)}
+    opt_g.step()
+    return terms
+
+
+def gan_step(generator: torch.nn.Module, discriminator: Discriminator, opt_g: torch.optim.Optimizer,
+             opt_d: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
+             content: torch.nn.Module | None = None, amp: bool = False, rng: torch.Generator | None = None,
+             world_size: int = 1) -> dict[str, torch.Tensor]:
+    """One phase-2 (SRGAN) step: the discriminator's update, then the generator's.
+
+    ``sr = generator(x)`` once; D steps on (y, sr detached) with ``config.gan_loss`` (plus the
+    gradient penalty for wgan-gp); then, with D frozen, G steps on
+    ``content + adversarial + TV`` (weights from :func:`loss_weights`) against the updated D.
+    Each network's gradients are clipped to ``config.grad_clip`` before its Adam step.
+
+    Args:
+        generator: the generator, or its DistributedDataParallel wrapper.
+        discriminator: the discriminator (never DDP-wrapped: it runs several forwards a step).
+        opt_g, opt_d: their optimisers, with this step's learning rate already set.
+        x: (B, C, h, w) input, y: (B, C, h*scale, w*scale) target, in network space.
+        config: ``gan_loss``, ``grad_clip`` and the loss weights are read.
+        content: the VGG content loss module; None: pixel MSE (SRGAN-MSE).
+        amp: bf16 autocast of the forward passes.
+        rng: draws the gradient penalty's interpolation weights (wgan-gp).
+        world_size: processes under torchrun; above 1, D's gradients are all-reduced (mean)
+            before clipping, so every rank takes the same D step (G's are DDP's job).
+
+    Returns:
+        The unweighted G terms ("content", "adversarial", "tv"), "generator" (G's weighted
+        total), D's "d_loss", "d_real", "d_fake" (mean logits), "gp" (wgan-gp only), and
+        "grad_norm_g", "grad_norm_d" (before clipping): detached 0-d tensors.
+    """
+    weights = loss_weights(config)
+    with _autocast(x.device, amp):
+        sr = generator(x)
+    sr = sr.float()
+
+    discriminator.requires_grad_(True)
+    with _autocast(x.device, amp):
+        d_total, d_terms = discriminator_loss_terms(discriminator, y, sr, gan_loss=config.gan_loss,
+                                                    weights=weights, generator=rng)
+    opt_d.zero_grad(set_to_none=True)
+    d_total.float().backward()
+    if world_size > 1:
+        _average_gradients(discriminator, world_size)
+    d_norm = _clip(discriminator, config.grad_clip)
+    opt_d.step()
+
+    discriminator.requires_grad_(False)  # G step: gradients reach G through D, D stays put
+    with _autocast(x.device, amp):
+        loss, terms = generator_loss(sr, y, weights=weights, discriminator=discriminator, content=content,
+                                     gan_loss=config.gan_loss)
+    opt_g.zero_grad(set_to_none=True)
+    loss.float().backward()
+    terms = {**terms, "generator": loss.detach(), **d_terms,
+             "grad_norm_g": _clip(generator, config.grad_clip), "grad_norm_d": d_norm}
+    opt_g.step()
+    return terms
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path, *, step: int, config: TrainConfig, generator: Generator, opt_g: torch.optim.Optimizer,
+                    discriminator: Discriminator | None = None, opt_d: torch.optim.Optimizer | None = None,
+                    wall_time: float = 0.0) -> None:
+    """Write the training state after ``step`` steps (atomic): what :func:`resume` continues from.
+
+    Holds both networks and their Adam states, the step, the config, the learning rate,
+    torch's RNG states (CPU, and CUDA on a GPU) and the training time so far, as tensors and
+    JSON in a safetensors file (never pickle). ``generator`` is the plain module, not DDP's.
+    """
+    device = next(generator.parameters()).device
+    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    save_state(path, {
+        "step": step, "phase": "gan" if step > config.pretrain_steps else "pretrain",  # of the last step
+        "config": asdict(config), "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
+        "discriminator": discriminator.state_dict() if discriminator is not None else None,
+        "opt_d": opt_d.state_dict() if opt_d is not None else None,
+        "schedule": {"kind": config.schedule, "lr": get_lr(max(step - 1, 0), config)},
+        "rng": rng, "wall_time": wall_time,
+    })
+
+
+def read_checkpoint(run) -> dict:
+    """The training state in a run directory (``save_checkpoint``'s dict); ConfigError when there is none."""
+    path = Path(run) / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"--resume: no checkpoint at {path}; start the run without --resume")
+    return load_state(path)
+
+
+def resume(state: dict, config: TrainConfig, generator: Generator, opt_g: torch.optim.Optimizer, *,
+           memory_format=torch.contiguous_format) -> tuple[int, float, Discriminator | None, torch.optim.Optimizer | None]:
+    """Load a checkpoint's state into a freshly built generator and its optimiser.
+
+    Rebuilds the discriminator and its Adam when the GAN phase had begun, and restores
+    torch's RNG states, so that the next step is the one an uninterrupted run would take.
+
+    Returns:
+        (step, wall_time, discriminator or None, opt_d or None).
+    """
+    device = next(generator.parameters()).device
+    generator.load_state_dict(state["generator"])
+    opt_g.load_state_dict(state["opt_g"])
+    discriminator = opt_d = None
+    if state["discriminator"] is not None:
+        discriminator, opt_d = _new_discriminator(config, generator.config.in_channels, device, memory_format)
+        discriminator.load_state_dict(state["discriminator"])
+        opt_d.load_state_dict(state["opt_d"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    return state["step"], state["wall_time"], discriminator, opt_d
 
 
 # ----------------------------------------------------------------------------- validation
@@ -316,7 +477,7 @@ class Validation:
             g = torch.Generator(device=device).manual_seed(step_seed(config.seed, 1 << 21, i))
             lr = degrade(hr, config.preset, config.scale, generator=g)
             self.pairs.append(to_network(lr, hr, normalization))
-        scores = [self.score(bicubic_upsample(x, self.scale), y) for x, y in self.pairs]
+        scores = [self.score(torch_bicubic_upsample(x, self.scale), y) for x, y in self.pairs]
         self.bicubic = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]} if scores else {}
 
     def score(self, sr: torch.Tensor, hr: torch.Tensor) -> dict:
@@ -347,7 +508,7 @@ class Validation:
             sr = generator(x)
             scores.append(self.score(sr, y))
             if i == 0:
-                triptych = self._triptych(bicubic_upsample(x, self.scale), sr, y)
+                triptych = self._triptych(torch_bicubic_upsample(x, self.scale), sr, y)
         generator.train(was_training)
         return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}, triptych
 
@@ -407,13 +568,12 @@ class _Interrupt:
 
 def _setup_distributed(config: TrainConfig):
     """(rank, world_size, device); initialises the process group under torchrun."""
+    device = resolve_device(config.device)  # auto/cuda: cuda:LOCAL_RANK, one GPU per process
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, resolve_device(config.device)
+        return 0, 1, device
     import torch.distributed as dist
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(config.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -431,9 +591,10 @@ def fit(config: TrainConfig) -> Path:
     """Train a generator as ``config`` says; returns the run directory.
 
     With ``config.resume`` the run continues from ``out/checkpoint.safetensors`` with the
-    stored options: fields left at their TrainConfig defaults take the stored values, the
-    ``RESUMABLE`` ones (step counts, paths, device, logging) may change, and any other
-    difference is a ConfigError (start a new run with ``init=`` to change those).
+    stored options, merged by :func:`resume_config`: fields left at their TrainConfig defaults
+    take the stored values, the ``RESUMABLE`` ones (step counts, paths, device, logging) may
+    change, and any other difference is a ConfigError (start a new run with ``init=`` to
+    change those).
 
     Raises:
         ConfigError: invalid options, or ``--resume`` with changed architecture/loss options.
@@ -445,21 +606,11 @@ def fit(config: TrainConfig) -> Path:
 
     t_start = time.time()
     run = Path(config.out)
-    ckpt_path, model_path, metrics_path = run / "checkpoint.safetensors", run / "model.safetensors", run / "metrics.jsonl"
+    ckpt_path, model_path, metrics_path = run / CHECKPOINT, run / "model.safetensors", run / "metrics.jsonl"
     state = None
     if config.resume:
-        state = load_state(ckpt_path) if ckpt_path.is_file() else None
-        if state is None:
-            raise ConfigError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume")
-        stored, defaults = TrainConfig(**state["config"]), TrainConfig()
-        given = {f.name: getattr(config, f.name) for f in fields(TrainConfig)
-                 if getattr(config, f.name) != getattr(defaults, f.name)}  # left at defaults: take the run's
-        changed = [n for n, v in given.items() if n not in RESUMABLE and v is not None and v != getattr(stored, n)]
-        if changed:
-            raise ConfigError(f"--resume continues {run} with its stored options; these differ: "
-                              + ", ".join(f"{n}={getattr(config, n)!r} (run has {getattr(stored, n)!r})" for n in changed)
-                              + "; start a new --out with --init to change them")
-        config = replace(stored, **{n: v for n, v in given.items() if n in RESUMABLE and n != "resume"}, resume=True)
+        state = read_checkpoint(run)
+        config = resume_config(config, TrainConfig(**state["config"]))
     elif ckpt_path.exists():
         raise ConfigError(f"{run} already holds a training run: add --resume to continue it or choose another --out")
     config, arch, normalization = resolve_config(config)
@@ -470,7 +621,6 @@ def fit(config: TrainConfig) -> Path:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     use_amp = config.amp == "bf16" or (config.amp == "auto" and cuda)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else nullcontext
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     total = config.pretrain_steps + config.gan_steps
 
@@ -490,7 +640,7 @@ def fit(config: TrainConfig) -> Path:
                                               what="--val")] if val_paths and main else []
     validation = Validation(val_images, config, normalization, device) if val_images else None
 
-    # --- models, optimisers, losses ---
+    # --- models and optimisers (D is built at the first GAN step), or the checkpoint's ---
     torch.manual_seed(config.seed)
     generator = Generator(arch)
     if config.init and state is None:
@@ -498,25 +648,13 @@ def fit(config: TrainConfig) -> Path:
     generator = generator.to(device).to(memory_format=memory_format).train()
     opt_g = _adam(generator.parameters(), config.lr)
     discriminator = opt_d = None
-    weights = LossWeights(pixel=0.0, content=config.content_weight, adversarial=config.adversarial_weight,
-                          tv=config.tv_weight, gradient_penalty=config.gp_weight)
     step, wall_time = 0, 0.0
     if state is not None:
-        generator.load_state_dict(state["generator"])
-        opt_g.load_state_dict(state["opt_g"])
-        if state["discriminator"] is not None:
-            discriminator = _make_discriminator(config, arch.in_channels, device).to(memory_format=memory_format)
-            discriminator.load_state_dict(state["discriminator"])
-            opt_d = _adam(discriminator.parameters(), config.lr)
-            opt_d.load_state_dict(state["opt_d"])
-        step, wall_time = state["step"], state["wall_time"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if cuda and state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        step, wall_time, discriminator, opt_d = resume(state, config, generator, opt_g, memory_format=memory_format)
         if main:
             log.info("resuming %s at step %d of %d", run, step, total)
             _truncate_metrics(metrics_path, step)
-    g_train = generator
+    g_train = generator  # what the steps run: DDP's wrapper all-reduces G's gradients in backward
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -529,24 +667,6 @@ def fit(config: TrainConfig) -> Path:
                "content_loss": config.content_loss, "gan_loss": config.gan_loss, "lr": config.lr,
                "schedule": config.schedule, "seed": config.seed, "device": str(device),
                "amp": use_amp, "command": config.command}
-
-    def checkpoint(at_step: int) -> None:
-        """Training state, then the model file; both atomic. Rank 0 only."""
-        if not main:
-            return
-        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if cuda else None}
-        elapsed = wall_time + time.time() - t_start
-        save_state(ckpt_path, {
-            "step": at_step, "phase": "gan" if at_step > config.pretrain_steps else "pretrain",  # of the last step
-            "config": asdict(config), "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
-            "discriminator": discriminator.state_dict() if discriminator is not None else None,
-            "opt_d": opt_d.state_dict() if opt_d is not None else None,
-            "schedule": {"kind": config.schedule, "lr": get_lr(max(at_step - 1, 0), config)},
-            "rng": rng, "wall_time": elapsed,
-        })
-        training = dict(summary, steps=at_step, wall_time_s=round(elapsed, 1),
-                        validation=last_val, validation_bicubic=validation.bicubic if validation else {})
-        save_model(model_path, generator, normalization=normalization, preset=config.preset, training=training)
 
     def write_metrics(record: dict) -> None:
         if main:
@@ -568,13 +688,12 @@ def fit(config: TrainConfig) -> Path:
         try:
             while step < total:
                 gan = step >= config.pretrain_steps
-                if gan and discriminator is None:  # first GAN step: keep the SRResNet, fresh Adam for G, build D
+                if gan and discriminator is None:  # first GAN step: keep the SRResNet, build D, fresh Adam for G
                     if main:
                         save_model(run / "srresnet.safetensors", generator, normalization=normalization,
                                    preset=config.preset, training=dict(summary, steps=step, gan_steps=0,
                                                                        validation=last_val))
-                    discriminator = _make_discriminator(config, arch.in_channels, device).to(memory_format=memory_format)
-                    opt_d = _adam(discriminator.parameters(), config.lr)
+                    discriminator, opt_d = _new_discriminator(config, arch.in_channels, device, memory_format)
                     opt_g = _adam(generator.parameters(), config.lr)
                 lr_now = get_lr(step, config)
                 for opt in (opt_g, opt_d):
@@ -588,37 +707,12 @@ def fit(config: TrainConfig) -> Path:
                 x, y = training_pair(hr, config, normalization, g)
                 x = x.contiguous(memory_format=memory_format)
                 y = y.contiguous(memory_format=memory_format)
-                with autocast():
-                    sr = g_train(x)
-                sr = sr.float()
 
-                if not gan:  # phase 1: pixel loss
-                    loss = pixel_loss(sr, y, kind=config.pixel_loss)
-                    opt_g.zero_grad(set_to_none=True)
-                    loss.backward()
-                    terms = {"pixel": loss.detach(), "grad_norm_g": _clip(generator, config.grad_clip)}
-                    opt_g.step()
-                else:  # phase 2: discriminator step, then generator step
-                    discriminator.requires_grad_(True)
-                    with autocast():
-                        d_total, d_terms = discriminator_loss_terms(
-                            discriminator, y, sr, gan_loss=config.gan_loss, weights=weights, generator=g)
-                    opt_d.zero_grad(set_to_none=True)
-                    d_total.float().backward()
-                    if world > 1:
-                        _average_gradients(discriminator, world)
-                    d_norm = _clip(discriminator, config.grad_clip)
-                    opt_d.step()
-
-                    discriminator.requires_grad_(False)  # G step: gradients reach G through D, D stays put
-                    with autocast():
-                        loss, terms = generator_loss(sr, y, weights=weights, discriminator=discriminator,
-                                                     content=content_loss, gan_loss=config.gan_loss)
-                    opt_g.zero_grad(set_to_none=True)
-                    loss.float().backward()
-                    terms = {**terms, "generator": loss.detach(), **d_terms,
-                             "grad_norm_g": _clip(generator, config.grad_clip), "grad_norm_d": d_norm}
-                    opt_g.step()
+                if gan:  # phase 2: discriminator step, then generator step
+                    terms = gan_step(g_train, discriminator, opt_g, opt_d, x, y, config, content=content_loss,
+                                     amp=use_amp, rng=g, world_size=world)
+                else:  # phase 1: pixel loss
+                    terms = pretrain_step(g_train, opt_g, x, y, config, amp=use_amp)
                 step += 1
                 pending.append((step, terms))
                 bar.update(1)
@@ -650,8 +744,14 @@ def fit(config: TrainConfig) -> Path:
                                    **{f"val_{k}_bicubic": v for k, v in validation.bicubic.items()}})
                     _save_png(run / "samples" / f"step_{step:07d}.png", triptych)
                     log.info("step %d: validation %s (bicubic %s)", step, last_val, validation.bicubic)
-                if do_ckpt:
-                    checkpoint(step)
+                if do_ckpt and main:  # the training state, then the model file; both atomic
+                    elapsed = wall_time + time.time() - t_start
+                    save_checkpoint(ckpt_path, step=step, config=config, generator=generator, opt_g=opt_g,
+                                    discriminator=discriminator, opt_d=opt_d, wall_time=elapsed)
+                    training = dict(summary, steps=step, wall_time_s=round(elapsed, 1), validation=last_val,
+                                    validation_bicubic=validation.bicubic if validation else {})
+                    save_model(model_path, generator, normalization=normalization, preset=config.preset,
+                               training=training)
                 if stop:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:

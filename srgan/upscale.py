@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from srgan.checkpoint import ModelInfo, load_model
+from srgan.device import resolve_device  # the one device rule, shared with training
 from srgan.errors import ConfigError, InputError
 from srgan.models import GeneratorConfig, receptive_radius
 from srgan.normalize import sky_and_noise
@@ -44,30 +45,6 @@ PHOTO_OVERLAP = 16  # default context margin for photo models (see Upscaler._def
 MIN_TILE = 16  # CUDA out-of-memory retries halve the tile down to this
 ALPHA_TILE, ALPHA_OVERLAP = 1024, 2  # bicubic reaches 2 LR px
 SKY_SAMPLE = 4_000_000  # pixels used to estimate sky and noise on large images
-
-
-def resolve_device(device="auto") -> torch.device:
-    """``auto``: the CUDA GPU when there is one (``cuda:LOCAL_RANK`` under torchrun), else the CPU.
-
-    Raises ConfigError when CUDA is asked for and not available (no silent CPU fallback).
-    """
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"unknown device {device!r}: use --device auto, cpu, cuda or cuda:N") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0")
-    return dev
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
