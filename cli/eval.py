@@ -52,7 +52,7 @@ def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterati
       srgan eval --model photo-x4 --hr ../shared/datasets/Set5 --hr ../shared/datasets/Set14 --markdown
       srgan eval --model galaxy-x4 --hr galaxies/ --preset astro --json scores.json
     """
-    from srgan.checkpoint import atomic_write
+    from srgan.atomic import atomic_write
     from srgan.evaluate import evaluate_folders, markdown as markdown_tables
 
     report = evaluate_folders(model, hr, scale=scale, preset=preset, device=device, tile=tile,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srgan.checkpoint import atomic_write
+from srgan.atomic import atomic_write
 from srgan.errors import ConfigError, InputError
 
 
