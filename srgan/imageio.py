@@ -33,7 +33,6 @@ DEFAULT_MAX_PIXELS = 50_000_000  # input pixels; x4 output of 50 MPix RGB is 2.4
 FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "tiff": ("TIFF", ".tif"), "webp": ("WEBP", ".webp")}
 SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
                   ".webp": "WEBP", ".bmp": "BMP"}
-READ_SUFFIXES = frozenset(SUFFIX_FORMATS) | {".gif"}  # what a folder run picks up by default
 
 _ORIENTATION, _EXIF_IFD, _PIXEL_X, _PIXEL_Y = 0x0112, 0x8769, 0xA002, 0xA003
 _SUB_IFDS, _INTEROP_IFD = (0x8769, 0x8825), 0xA005  # Exif, GPS; Interop (dropped)
