@@ -118,8 +118,10 @@ def test_user_errors_are_one_line(photos, tiny_photo_model):
     assert r.exit_code == 1 and r.output.startswith("Error: model 'tiny' upscales x2, not x4")
     r = runner.invoke(main, base + ["--preset", "astro"])
     assert r.exit_code == 1 and r.output.startswith("Error: no FITS images in")
-    r = runner.invoke(main, base + ["--preset", "nope"])
-    assert r.exit_code == 1 and r.output.startswith("Error: unknown preset 'nope'")
+    r = runner.invoke(main, base + ["--preset", "nope"])  # a click.Choice: a usage error before any work
+    assert r.exit_code == 2 and "Invalid value for '--preset': 'nope' is not one of 'bicubic', 'photo', 'astro'" in r.output
+    r = runner.invoke(main, base + ["--tile", "-1"])
+    assert r.exit_code == 2 and "Invalid value for '--tile': -1 is not in the range x>=0" in r.output
 
 
 @pytest.fixture
