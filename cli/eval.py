@@ -5,7 +5,7 @@ import shlex
 
 import click
 
-from .options import device_option, report_errors
+from .options import device_option, model_option, preset_option, report_errors, tile_option
 
 
 def _command_line(model, hr, scale, preset, tile, seed) -> str:
@@ -21,14 +21,11 @@ def _command_line(model, hr, scale, preset, tile, seed) -> str:
 
 
 @click.command("eval")
-@click.option("--model", "model", required=True, metavar="NAME|PATH",
-              help="Embedded model name (see `srgan models`) or a .safetensors model file.")
+@model_option(required=True)
 @click.option("--hr", "hr", required=True, multiple=True, type=click.Path(exists=True),
               help="Folder of HR images (photos, or FITS with --preset astro); repeat for several sets.")
 @click.option("--scale", type=int, default=None, help="Upscaling factor; must match the model (default: the model's).")
-@click.option("--preset", default=None,
-              help="Degradation making the LR: bicubic (the published protocol), photo or astro "
-                   "(default: the preset the model was trained for).")
+@preset_option(default="the preset the model was trained for")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write per-image scores and means to this JSON file.")
 @click.option("--markdown", is_flag=True, help="Print README-ready tables instead of the summary.")
@@ -36,7 +33,7 @@ def _command_line(model, hr, scale, preset, tile, seed) -> str:
               help="Seed of random degradations (photo preset, astro noise).")
 @click.option("--rl-iterations", type=int, default=30, show_default=True,
               help="Richardson-Lucy iterations of the astro baseline.")
-@click.option("--tile", type=int, default=None, help="Tile size in LR pixels (default: automatic).")
+@tile_option
 @device_option
 @report_errors
 def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterations, tile, device):
@@ -52,7 +49,7 @@ def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterati
       srgan eval --model photo-x4 --hr ../shared/datasets/Set5 --hr ../shared/datasets/Set14 --markdown
       srgan eval --model galaxy-x4 --hr galaxies/ --preset astro --json scores.json
     """
-    from srgan.checkpoint import atomic_write
+    from srgan.atomic import atomic_write
     from srgan.evaluate import evaluate_folders, markdown as markdown_tables
 
     report = evaluate_folders(model, hr, scale=scale, preset=preset, device=device, tile=tile,

@@ -10,7 +10,7 @@ from srgan.degrade import PRESETS
 from srgan.losses import GAN_LOSSES, PIXEL_LOSSES
 from srgan.train import AMP_MODES, CONTENT_LOSSES, SCHEDULES, TrainConfig, fit
 
-from .options import device_option, report_errors
+from .options import device_option, preset_option, report_errors
 
 # option name -> TrainConfig field, where they differ
 _FIELDS = {"hr_dir": "hr", "out_dir": "out", "val_dir": "val"}
@@ -37,10 +37,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 @click.command("train")
-@click.option("--hr", "hr_dir", type=click.Path(exists=True, file_okay=False), help="Folder of high-resolution training images, searched recursively (PNG, JPEG, TIFF, WebP, BMP, FITS).")
+@click.option("--hr", "hr_dir", type=click.Path(exists=True, file_okay=False), help="Folder of high-resolution training images, searched recursively (PNG, JPEG, TIFF, WebP, BMP, GIF, FITS).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory: checkpoint.safetensors, model.safetensors, metrics.jsonl, samples/.")
 @click.option("--scale", type=click.Choice(["2", "4", "8"]), default=None, callback=lambda c, p, v: v and int(v), help="Upscaling factor.  [default: 4, or the --init model's]")
-@click.option("--preset", type=click.Choice(tuple(PRESETS)), default=None, help="How LR inputs are made from HR patches: bicubic (benchmark protocol), photo (blur, noise, JPEG), astro (PSF, binning, sky+read noise; 1-channel FITS).  [default: bicubic, or the --init model's]")
+@preset_option(default="bicubic, or the --init model's")
 @click.option("--pretrain-steps", type=click.IntRange(min=0), default=TrainConfig.pretrain_steps, show_default=True, help="Phase 1: pixel-loss steps (SRResNet).")
 @click.option("--gan-steps", type=click.IntRange(min=0), default=TrainConfig.gan_steps, show_default=True, help="Phase 2: adversarial steps (SRGAN), starting from phase 1's generator; 0 skips it.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True, help="Patches per step (per process under torchrun).")

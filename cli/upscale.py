@@ -9,7 +9,7 @@ from srgan.batch import check_writable, plan_jobs, rank_and_world_size, run_jobs
 from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS
 from srgan.upscale import PRECISIONS, Upscaler
 
-from .options import device_option, report_errors
+from .options import device_option, model_option, report_errors, tile_option
 
 DEFAULT_MODELS = {"photo": "photo-x4", "fits": "galaxy-x4"}
 
@@ -32,13 +32,8 @@ def _psf(ctx, param, value):
 @click.command("upscale")
 @click.argument("input", type=click.Path(exists=True))
 @click.argument("output", type=click.Path())
-@click.option("--model", default=None, metavar="NAME|PATH",
-              help="Embedded model name or .safetensors model file.  [default: photo-x4 for photos, "
-                   "galaxy-x4 for FITS]")
-@click.option("--tile", type=click.IntRange(min=0), default=None,
-              help="Tile size in LR (input) pixels; 0 = whole image in one pass.  [default: auto: about "
-                   "1 GiB of activations per pass on the CPU (256 px for photo-x4, 352 px for galaxy-x4), half the "
-                   "free memory on a GPU; halved and retried on GPU out-of-memory]")
+@model_option(default="photo-x4 for photos, galaxy-x4 for FITS")
+@tile_option
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Context margin around each tile, in LR pixels.  [default: FITS models: the receptive "
                    "radius, so tiled output equals whole-image output; photo models: at most 16 px "

@@ -29,17 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from srgan.errors import ConfigError, InputError, SrganError
-from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS, READ_SUFFIXES, Photo, format_for, output_suffix, \
+from srgan.filekinds import is_fits, is_photo
+from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS, Photo, format_for, output_suffix, \
     read_photo, write_photo
 
 if TYPE_CHECKING:  # srgan.fits (astropy) is imported only when a FITS job runs
     from srgan.fits import FitsOptions
-
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
-
-
-def is_fits(path) -> bool:
-    return Path(path).name.lower().endswith(FITS_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,7 @@ def _list_inputs(root: Path, out: Path, glob: str | None) -> list[Path]:
                 pattern = glob.lower()  # case-insensitive: *.jpg also finds IMG_0001.JPG
                 if fnmatchcase(name.lower(), pattern) or fnmatchcase(rel.lower(), pattern):
                     files.append(path)
-            elif is_fits(path) or path.suffix.lower() in READ_SUFFIXES:
+            elif is_fits(path) or is_photo(path):
                 files.append(path)
     return sorted(files)
 

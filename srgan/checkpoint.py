@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from srgan.atomic import atomic_write
 from srgan.errors import ModelError
 from srgan.models import Generator, GeneratorConfig
 from srgan.normalize import Normalization
@@ -30,8 +29,6 @@ from srgan.normalize import Normalization
 MODEL_FORMAT = "srgan-generator/1"
 STATE_FORMAT = "srgan-training-state/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclass
@@ -44,22 +41,6 @@ class ModelInfo:
     training: dict = field(default_factory=dict)  # data summary, steps, command, ...
     name: str = ""  # embedded model name or file stem
     sha256: str = ""  # of the model file, to record provenance (FITS HISTORY, model cards)
-
-
-def atomic_write(path, write_fn) -> None:
-    """Call ``write_fn(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def file_sha256(path) -> str:

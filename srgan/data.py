@@ -1,7 +1,8 @@
 """Training data: a folder of HR images -> random HR patches, reproducible from a seed.
 
-Photos (PNG, JPEG, TIFF, WebP, BMP) become float RGB in [0, 1] (16-bit files scaled by
-65535, gray replicated to RGB, palette expanded, alpha dropped). FITS files (first image HDU
+Photos (PNG, JPEG, TIFF, WebP, BMP, GIF; decoded by :func:`srgan.imageio.read_photo`, so
+upright and at their bit depth) become float RGB in [0, 1] (16-bit files scaled by 65535, gray
+replicated to RGB, palette expanded, alpha dropped). FITS files (first image HDU
 with data; every plane of a cube is its own image) become single-channel float data in units
 of their own noise: NaNs are filled with the sky level, then ``(x - sky) / noise`` with the
 robust estimates of :func:`srgan.normalize.sky_and_noise`. Files from different instruments
@@ -25,20 +26,8 @@ import numpy as np
 import torch
 
 from srgan.errors import InputError
-
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fz")
-
-
-def is_fits(path) -> bool:
-    """True when the file name says FITS (``.fits``, ``.fit``, ``.fts``, ``.fits.gz``, ``.fz``)."""
-    return str(path).lower().endswith(FITS_SUFFIXES)
-
-
-def is_image(path) -> bool:
-    """True for the photo and FITS file names :func:`find_images` collects."""
-    name = str(path).lower()
-    return name.endswith(PHOTO_SUFFIXES) or name.endswith(FITS_SUFFIXES)
+from srgan.filekinds import is_fits, is_image
+from srgan.imageio import read_photo, to_channels
 
 
 def find_images(root) -> list[Path]:
@@ -53,37 +42,6 @@ def find_images(root) -> list[Path]:
         raise InputError(f"image folder not found: {root} (give an existing folder with --hr / --val)")
     return sorted(p for p in root.rglob("*")
                   if p.is_file() and is_image(p) and not any(part.startswith(".") for part in p.relative_to(root).parts))
-
-
-def _is_png16_color(path: Path) -> bool:
-    """16-bit RGB(A) PNG, which Pillow would truncate to 8 bits (IHDR bit depth and colour type)."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16 and head[25] in (2, 6)
-
-
-def _photo_tensor(path: Path, channels: int) -> torch.Tensor:
-    """Decode a photo to (channels, H, W) uint8 or uint16 (16-bit files keep their depth)."""
-    if path.suffix.lower() == ".png" and _is_png16_color(path):
-        from torchvision.io import ImageReadMode, decode_png, read_file
-
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for torchcodec
-            warnings.simplefilter("ignore", DeprecationWarning)
-            mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-            return decode_png(read_file(str(path)), mode=mode)  # uint16, alpha dropped
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray PNG/TIFF
-            a = np.array(im).astype(np.int64).clip(0, 65535)
-            t = torch.from_numpy(a.astype(np.int32)).to(torch.uint16)[None]
-            return t.expand(channels, -1, -1).contiguous()
-        if im.mode == "F":
-            raise InputError(f"{path}: 32-bit float {im.format} images are not supported; save as 8/16-bit or FITS")
-        a = np.array(im.convert("RGB" if channels == 3 else "L"))  # palette expanded, alpha dropped
-    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def to_float(image: torch.Tensor) -> torch.Tensor:
@@ -139,12 +97,15 @@ def load_image(path, channels: int = 3) -> torch.Tensor:
 
 
 def _load_photo(path: Path, channels: int) -> torch.Tensor:
-    try:
-        return _photo_tensor(path, channels)
-    except InputError:
-        raise
-    except Exception as e:  # decoders raise RuntimeError, OSError, PIL.UnidentifiedImageError, ...
-        raise InputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    """A photo as stored: (channels, H, W) uint8 or uint16, upright (EXIF orientation applied).
+
+    Decoded by :func:`srgan.imageio.read_photo` (16-bit PNG/TIFF keep 16 bits) without its
+    pixel limit (training images are the user's own); channels by :func:`srgan.imageio.to_channels`.
+    """
+    pixels = read_photo(path, max_pixels=None).pixels
+    if pixels.dtype.kind == "f":
+        raise InputError(f"{path}: 32-bit float images are not supported; save as 8/16-bit or FITS")
+    return torch.from_numpy(np.array(to_channels(pixels, channels).transpose(2, 0, 1), order="C"))  # own, writable
 
 
 def load_images(paths, channels: int, min_size: int = 1, what: str = "--hr") -> list[tuple[Path, torch.Tensor]]:
@@ -179,7 +140,7 @@ def load_images(paths, channels: int, min_size: int = 1, what: str = "--hr") -> 
             images.append((path, plane))
     if not images:
         if not paths:
-            raise InputError(f"no image files found for {what} (expected PNG, JPEG, TIFF, WebP, BMP or FITS files)")
+            raise InputError(f"no image files found for {what} (expected PNG, JPEG, TIFF, WebP, BMP, GIF or FITS files)")
         if too_small:
             raise InputError(f"every image for {what} is smaller than the {min_size} px patch: "
                              f"lower --patch-size or give larger images")

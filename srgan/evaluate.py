@@ -173,19 +173,13 @@ def _file_seed(name: str, seed: int) -> int:
 
 
 def _load_photo(path: Path) -> tuple[np.ndarray, bool]:
-    """(H, W, 3) uint8 RGB and whether the file is grayscale (mode L / I;16 / 1)."""
-    from PIL import Image
+    """(H, W, 3) uint8 RGB (upright, alpha dropped) and whether the file is grayscale (+alpha)."""
+    from srgan.imageio import read_photo, to_channels
 
-    try:
-        with Image.open(path) as im:
-            gray = im.mode in ("L", "LA", "1", "I", "I;16")
-            if im.mode in ("I", "I;16"):
-                raise InputError(f"{path}: 16-bit images are not part of the 8-bit benchmark protocol")
-            return np.array(im.convert("RGB")), gray
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    pixels = read_photo(path, max_pixels=None).pixels
+    if pixels.dtype != np.uint8:
+        raise InputError(f"{path}: {8 * pixels.dtype.itemsize}-bit images are not part of the 8-bit benchmark protocol")
+    return to_channels(pixels, 3), pixels.ndim == 2 or pixels.shape[2] == 2
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:

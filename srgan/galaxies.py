@@ -398,7 +398,7 @@ def make_galaxies(out_dir, n: int, *, seed: int = 0, config: GalaxyConfig = Gala
     """
     from tqdm.auto import tqdm
 
-    from srgan.checkpoint import atomic_write
+    from srgan.atomic import atomic_write
 
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srgan.checkpoint import atomic_write
+from srgan.atomic import atomic_write
 from srgan.errors import ConfigError, InputError
 
 
@@ -33,7 +33,6 @@ DEFAULT_MAX_PIXELS = 50_000_000  # input pixels; x4 output of 50 MPix RGB is 2.4
 FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "tiff": ("TIFF", ".tif"), "webp": ("WEBP", ".webp")}
 SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
                   ".webp": "WEBP", ".bmp": "BMP"}
-READ_SUFFIXES = frozenset(SUFFIX_FORMATS) | {".gif"}  # what a folder run picks up by default
 
 _ORIENTATION, _EXIF_IFD, _PIXEL_X, _PIXEL_Y = 0x0112, 0x8769, 0xA002, 0xA003
 _SUB_IFDS, _INTEROP_IFD = (0x8769, 0x8825), 0xA005  # Exif, GPS; Interop (dropped)
@@ -204,23 +203,70 @@ def _decode(path: Path, im) -> np.ndarray:
         bits = im.tag_v2.get(258, (8,))
         if max(bits if isinstance(bits, tuple) else (bits,)) > 8:
             return _tiff_high_depth(path)
+    return pil_pixels(im, name=str(path))
+
+
+def pil_pixels(im, name: str = "image") -> np.ndarray:
+    """A PIL image's pixels as (H, W) or (H, W, C) uint8, uint16 or float32, at its bit depth.
+
+    srgan's one table of PIL modes (files and PIL images given to ``Upscaler.upscale`` alike):
+    L, LA, RGB, RGBA and I;16 as stored (native byte order); F as float32; P and PA become
+    RGB, or RGBA when they have transparency; 1 becomes L; CMYK, YCbCr, LAB, HSV, RGBX and
+    RGBa become RGB; I (32-bit integers, typically 16-bit data) becomes uint16.
+
+    Args:
+        im: a PIL image (decoded on access).
+        name: what to call it in error messages (a file name).
+    Raises:
+        InputError: another mode, or an I image with values outside 0..65535.
+
+    >>> from PIL import Image
+    >>> pil_pixels(Image.new("P", (3, 2))).shape
+    (2, 3, 3)
+    """
+    mode = im.mode
     if mode in ("P", "PA"):
         im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
     elif mode == "1":
         im = im.convert("L")
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
         im = im.convert("RGB")
-    elif mode in ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "F"):
-        pass
     elif mode == "I":
         a = np.asarray(im)
-        if a.min() < 0 or a.max() > 65535:
-            raise InputError(f"{path}: 32-bit integer image with values outside 0..65535 is not supported")
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise InputError(f"{name}: 32-bit integer (mode I) values outside 0..65535 are not supported: "
+                             "convert the image to 16 bits or to mode F (float)")
         return a.astype(np.uint16)
-    else:
-        raise InputError(f"{path}: unsupported image mode {mode}")
+    elif mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "F"):
+        raise InputError(f"{name}: unsupported image mode {mode}")
     a = np.asarray(im)
     return a.astype(a.dtype.newbyteorder("="), copy=False)
+
+
+def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """Photo pixels (H, W) or (H, W, C) -> (H, W, channels) of the same dtype, alpha dropped.
+
+    ``channels`` 3: RGB, gray replicated. ``channels`` 1: gray, RGB reduced to luma with
+    Pillow's ITU-R 601-2 weights in the same integer arithmetic, so 8-bit results equal
+    ``Image.convert("L")`` (16-bit data keeps 16 bits).
+
+    >>> to_channels(np.array([[[255, 0, 0, 9]]], np.uint8), 1).tolist()
+    [[[76]]]
+    >>> to_channels(np.array([[7]], np.uint8), 3).tolist()
+    [[[7, 7, 7]]]
+    """
+    if channels not in (1, 3):
+        raise ConfigError(f"photos are read as 1 (gray) or 3 (RGB) channels, not {channels}")
+    a = pixels[..., None] if pixels.ndim == 2 else pixels
+    colour = a[..., :1] if a.shape[-1] in (1, 2) else a[..., :3]  # gray(+alpha) or RGB(A)
+    if colour.shape[-1] == channels:
+        return colour
+    if channels == 3:
+        return np.repeat(colour, 3, axis=-1)
+    if colour.dtype.kind == "f":
+        return (colour @ np.array([0.299, 0.587, 0.114], colour.dtype))[..., None]
+    weighted = colour.astype(np.uint32) @ np.array([19595, 38470, 7471], np.uint32)  # 601-2 weights * 2^16
+    return ((weighted + 0x8000) >> 16).astype(colour.dtype)[..., None]
 
 
 def _png16_colour(path: Path, im) -> np.ndarray:

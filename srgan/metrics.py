@@ -10,6 +10,7 @@ the data itself. Metrics come from scikit-image.
 from __future__ import annotations
 
 import numpy as np
+from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
@@ -24,16 +25,16 @@ def to_uint8(image) -> np.ndarray:
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) 8-bit RGB -> (H, W) float64 BT.601 studio-range luma; 2-D input is returned as float.
 
+    ``skimage.color.rgb2ycbcr``'s Y (16 + (65.481 R + 128.553 G + 24.966 B) / 255, the MATLAB
+    ``rgb2ycbcr`` of the published tables); values are taken on the 0-255 scale whatever the dtype.
+
     >>> float(rgb_to_y(np.full((1, 1, 3), 255, np.uint8))[0, 0])
     235.0
     """
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[..., 0]
-    r, g, b = image[..., 0], image[..., 1], image[..., 2]
-    return 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    image = np.asarray(image)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return image.reshape(image.shape[:2]).astype(np.float64)
+    return rgb2ycbcr(image if image.dtype == np.uint8 else image / 255.0)[..., 0]  # skimage scales uint8 by 1/255
 
 
 def shave(image: np.ndarray, border: int) -> np.ndarray:

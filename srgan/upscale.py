@@ -6,19 +6,10 @@
 >>> up.upscale(np.zeros((5, 7, 3), np.uint8)).shape
 (10, 14, 3)
 
-Inputs come back as the same kind: numpy -> numpy (same dtype and layout), torch -> torch
-(same dtype and device), PIL -> PIL (same mode, palette images as RGB/RGBA).
-
-Photo models (Normalization "unit") see RGB in [0, 1]: uint8 and uint16 are scaled by
-1/255 and 1/65535 on the device and quantised back to the same dtype (16-bit data never goes
-through 8 bits); float input is taken as already in [0, 1] and the output is clipped to
-[0, 1]. A grayscale image goes through a 3-channel model as replicated RGB and comes back as
-one channel (the mean of the three output channels); a 1-channel model runs each channel of
-a colour image as its own plane. An alpha channel is upscaled with bicubic interpolation
-(not by the model) and kept.
-
-Data models (Normalization "asinh", e.g. for FITS) work on float pixel values: see
-:meth:`Upscaler.upscale_planes`.
+This module is the engine: device, precision, tile size, CUDA out-of-memory retries and the
+model's pixel normalisation (:meth:`Upscaler.upscale_planes`). What a photo (numpy, torch, PIL;
+8/16-bit, gray, alpha) becomes on its way through it is :mod:`srgan.photo`; FITS and astropy
+objects are :mod:`srgan.fits`, also reachable as ``Upscaler.upscale_hdu/upscale_fits/upscale_nddata``.
 """
 
 from __future__ import annotations
@@ -29,8 +20,8 @@ import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from srgan import photo
 from srgan.checkpoint import ModelInfo, load_model
 from srgan.device import resolve_device  # the one device rule, shared with training
 from srgan.errors import ConfigError, InputError
@@ -43,7 +34,6 @@ CPU_BUDGET = 2**30  # activation memory per forward pass on the CPU (bytes): kee
 GPU_FRACTION = 0.5  # of the free GPU memory, per forward pass
 PHOTO_OVERLAP = 16  # default context margin for photo models (see Upscaler._default_overlap)
 MIN_TILE = 16  # CUDA out-of-memory retries halve the tile down to this
-ALPHA_TILE, ALPHA_OVERLAP = 1024, 2  # bicubic reaches 2 LR px
 SKY_SAMPLE = 4_000_000  # pixels used to estimate sky and noise on large images
 
 
@@ -59,16 +49,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-def _integer_max(dtype) -> float | None:
-    """255 for uint8, 65535 for uint16, None for floats; InputError for other dtypes."""
-    name = dtype.name if isinstance(dtype, np.dtype) else str(dtype).replace("torch.", "")  # '>u2' -> uint16
-    if name in ("uint8", "uint16"):
-        return float(np.iinfo(name).max)
-    if name in ("float16", "bfloat16", "float32", "float64"):
-        return None
-    raise InputError(f"unsupported pixel type {name}: expected uint8, uint16 or float")
 
 
 class Upscaler:
@@ -129,7 +109,7 @@ class Upscaler:
         """FITS (science data): the receptive radius, tiled == whole. Photos (8/16-bit output):
         at most PHOTO_OVERLAP, which changes 0.004% of 8-bit values by one level for photo-x4
         (benchmarks/seams.py) and cuts the recomputed margin from 2.25x to 1.27x at 512^2 on the CPU."""
-        return min(self.radius, PHOTO_OVERLAP) if self._is_photo_model() else self.radius
+        return min(self.radius, PHOTO_OVERLAP) if self.is_photo_model else self.radius
 
     def _default_tile(self) -> int:
         cfg = self.model.config
@@ -145,8 +125,23 @@ class Upscaler:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
             return self.model(x).float()
 
-    def _run(self, src, out, pre, post, *, fn=None, tile=None, overlap=None, progress=False):
-        """upscale_tiled with this upscaler's settings; CUDA OOM halves the tile and retries."""
+    @property
+    def is_photo_model(self) -> bool:
+        """True for photo models (Normalization ``unit``: RGB in [0, 1]), False for data models."""
+        return self.info.normalization.kind == "unit"
+
+    def run_tiled(self, src, out, pre, post, *, fn=None, tile=None, overlap=None, progress=False):
+        """:func:`srgan.tiling.upscale_tiled` with this upscaler's settings; CUDA out-of-memory
+        halves the tile and retries (down to 16 px; later calls start from the size that fitted).
+
+        Args:
+            src: (C, H, W) numpy array, memmap or tensor; out: (C', sH, sW), written in place.
+            pre, post: per-batch maps into and out of the model's input space (on the device).
+            fn: the per-tile function; None = the model (with autocast, channels_last).
+            tile, overlap: override this upscaler's (e.g. for the bicubic alpha pass).
+        Returns:
+            ``out``.
+        """
         model_pass = fn is None
         fn = self._forward if model_pass else fn
         tile = self.tile if tile is None else tile
@@ -170,122 +165,17 @@ class Upscaler:
                 if model_pass:
                     self.tile = smaller  # later images start from the size that fitted
 
-    # --- images --------------------------------------------------------------------------
+    # --- images (adapters in srgan.photo) -----------------------------------------------
 
     def upscale(self, image, *, progress: bool = False):
         """Upscale a numpy array ((H, W) or (H, W, C); uint8, uint16 or float), a torch tensor
-        ((C, H, W), (B, C, H, W) or (H, W)) or a PIL image; returns the same kind.
+        ((C, H, W), (B, C, H, W) or (H, W)) or a PIL image; returns the same kind (see :mod:`srgan.photo`).
 
         Raises:
             InputError: unsupported dtype, shape or channel count.
             TypeError: any other kind of input.
         """
-        if isinstance(image, np.ndarray):
-            return self._upscale_numpy(image, progress)
-        if isinstance(image, torch.Tensor):
-            return self._upscale_tensor(image, progress)
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - pillow is a dependency
-            Image = None
-        if Image is not None and isinstance(image, Image.Image):
-            return self._upscale_pil(image, progress)
-        raise TypeError(f"upscale takes a numpy array, a torch tensor or a PIL image, got {type(image).__name__}")
-
-    def _upscale_numpy(self, a: np.ndarray, progress: bool) -> np.ndarray:
-        if a.ndim not in (2, 3) or min(a.shape[:2]) < 1:
-            raise InputError(f"expected an (H, W) or (H, W, C) image array, got shape {a.shape}")
-        chw = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # a view, no copy
-        if not self._is_photo_model():
-            planes = self.upscale_planes(chw.astype(np.float32, copy=False), progress=progress)
-            return planes[0] if a.ndim == 2 else planes.transpose(1, 2, 0)
-        H, W = chw.shape[1:]
-        out = np.empty((H * self.scale, W * self.scale, chw.shape[0]), a.dtype)
-        self._upscale_chw(chw, out.transpose(2, 0, 1), progress)
-        return out[..., 0] if a.ndim == 2 else out
-
-    def _upscale_tensor(self, x: torch.Tensor, progress: bool) -> torch.Tensor:
-        if x.ndim == 2:
-            return self._upscale_tensor(x[None], progress)[0]
-        if x.ndim == 4:
-            return torch.stack([self._upscale_tensor(xb, progress) for xb in x])
-        if x.ndim != 3 or min(x.shape[1:]) < 1:
-            raise InputError(f"expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if not self._is_photo_model():
-            planes = self.upscale_planes(x.detach().float().cpu().numpy(), progress=progress)
-            return torch.from_numpy(planes).to(x.device, x.dtype)
-        C, H, W = x.shape
-        out = torch.empty((C, H * self.scale, W * self.scale), dtype=x.dtype, device=x.device)
-        self._upscale_chw(x.detach(), out, progress)
-        return out
-
-    def _upscale_pil(self, im, progress: bool):
-        from PIL import Image
-
-        if im.mode in ("P", "PA"):
-            im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
-        elif im.mode == "1":
-            im = im.convert("L")
-        elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
-            im = im.convert("RGB")
-        a = np.asarray(im)
-        if im.mode == "I":  # 32-bit integer gray, typically 16-bit data
-            if a.min() < 0 or a.max() > 65535:
-                raise InputError("mode I image has values outside 0..65535: convert it to F (float) first")
-            result = Image.fromarray(self._upscale_numpy(a.astype(np.uint16), progress).astype(np.int32))
-        else:
-            result = Image.fromarray(self._upscale_numpy(a.astype(a.dtype.newbyteorder("=")), progress))
-        for key in ("icc_profile", "exif"):
-            if key in im.info:
-                result.info[key] = im.info[key]
-        return result
-
-    def _is_photo_model(self) -> bool:
-        return self.info.normalization.kind == "unit"
-
-    def _upscale_chw(self, src, out, progress: bool) -> None:
-        """Photo path: src (C, H, W) integer or float pixels -> out (C, sH, sW), same dtype."""
-        cin, cout = self.model.config.in_channels, self.model.config.out_channels
-        if cin != cout:
-            raise InputError(f"model maps {cin} to {cout} channels: use upscale_planes for such models")
-        C = src.shape[0]
-        has_alpha = (C in (2, 4)) if cin in (1, 3) else (C == cin + 1)
-        colour = C - 1 if has_alpha else C
-        if cin == 3 and colour not in (1, 3) or cin not in (1, 3) and colour != cin:
-            raise InputError(f"the model takes {cin}-channel images; got {C} channels "
-                             "(expected gray, gray+alpha, RGB or RGBA)")
-        maxval = _integer_max(src.dtype)
-        target = src.dtype if isinstance(src, torch.Tensor) else _torch_dtype(src.dtype)
-
-        def to_unit(x):  # source dtype -> float in [0, 1]
-            return x.float() if maxval is None else x.float() * (1 / maxval)
-
-        def to_pixels(y):  # (B, c, sh, sw) network output -> stored values
-            y = y.float().clamp_(0, 1)
-            return y if maxval is None else (y * maxval).round_().to(target)
-
-        def pre(x):  # (B, colour, h, w) source dtype -> (B', cin, h, w) in [0, 1]
-            x = to_unit(x)
-            if cin == 3 and colour == 1:
-                return x.expand(-1, 3, -1, -1)
-            if cin == 1 and colour > 1:
-                return x.reshape(-1, 1, *x.shape[-2:])
-            return x
-
-        def post(y):
-            if cin == 3 and colour == 1:
-                y = y.mean(1, keepdim=True)  # gray in, gray out
-            elif cin == 1 and colour > 1:
-                y = y.reshape(-1, colour, *y.shape[-2:])
-            return to_pixels(y)
-
-        self._run(src[:colour], out[:colour], pre, post, progress=progress)
-        if has_alpha:
-            def bicubic(x):
-                return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
-
-            self._run(src[colour:], out[colour:], pre=to_unit, post=to_pixels, fn=bicubic,
-                      tile=ALPHA_TILE, overlap=ALPHA_OVERLAP)
+        return photo.upscale_image(self, image, progress=progress)
 
     # --- data (FITS) ---------------------------------------------------------------------
 
@@ -329,7 +219,7 @@ class Upscaler:
         def post(y):
             return norm.inverse(y.float(), sky_t, noise_t)
 
-        return self._run(planes, out, pre, post, progress=progress)
+        return self.run_tiled(planes, out, pre, post, progress=progress)
 
     def _param(self, v):
         """A float, or per-plane values as a (1, C, 1, 1) tensor on the device."""
@@ -337,7 +227,7 @@ class Upscaler:
             return 0.0 if v is None else float(v)
         return torch.as_tensor(np.asarray(v, np.float32), device=self.device).view(1, -1, 1, 1)
 
-    # --- FITS / astropy (implemented in srgan.fits) --------------------------------------
+    # --- FITS / astropy: thin forwards to srgan.fits, imported on first use (astropy) -------
 
     def upscale_hdu(self, hdu, **kw):
         """Upscale an astropy image HDU; returns an ImageHDU with the updated header and WCS.
@@ -357,10 +247,6 @@ class Upscaler:
         from srgan import fits
 
         return fits.upscale_nddata(self, nd, **kw)
-
-
-def _torch_dtype(dtype: np.dtype) -> torch.dtype:
-    return torch.from_numpy(np.empty(0, dtype.newbyteorder("="))).dtype
 
 
 def _subsample(planes, max_pixels: int) -> np.ndarray:

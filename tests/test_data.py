@@ -5,9 +5,10 @@ import zlib
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from astropy.io import fits
-from PIL import Image
+from PIL import Image, ImageOps
 
 from srgan.data import (PatchDataset, StepBatches, augment, find_images, is_fits, load_image, load_images,
                         step_seed)
@@ -86,6 +87,22 @@ def test_gray_palette_alpha_become_rgb(tmp_path, rgb):
     assert torch.equal(load_image(tmp_path / "a.bmp"), load_image_from_array(rgb))
     # a 1-channel run reads photos as luma
     assert load_image(tmp_path / "a.bmp", channels=1).shape == (1, 20, 30)
+
+
+def test_photos_are_decoded_like_srgan_upscale_reads_them(tmp_path, rgb):
+    """One reader (srgan.imageio.read_photo): EXIF orientation applied, 16-bit gray+alpha TIFF
+    read (Pillow cannot open it), luma of a 1-channel run equal to Pillow's convert("L")."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    Image.fromarray(rgb).save(tmp_path / "turned.png", exif=exif.tobytes())
+    upright = np.array(ImageOps.exif_transpose(Image.open(tmp_path / "turned.png")))
+    assert torch.equal(load_image(tmp_path / "turned.png"), load_image_from_array(upright))  # (3, 30, 20)
+    gray = np.array(Image.fromarray(upright).convert("L"))
+    assert torch.equal(load_image(tmp_path / "turned.png", channels=1)[0], torch.from_numpy(gray).float() / 255)
+    la16 = np.random.default_rng(4).integers(0, 65536, (5, 6, 2)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "la16.tif", la16, photometric="minisblack", extrasamples=(2,))
+    x = load_image(tmp_path / "la16.tif")
+    assert x.shape == (3, 5, 6) and torch.equal(x[2], torch.from_numpy(la16[..., 0].astype(np.float32)) / 65535)
 
 
 def load_image_from_array(a):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageOps
 
 from srgan.checkpoint import ModelInfo, save_model
 from srgan.cli import main
@@ -118,8 +118,10 @@ def test_user_errors_are_one_line(photos, tiny_photo_model):
     assert r.exit_code == 1 and r.output.startswith("Error: model 'tiny' upscales x2, not x4")
     r = runner.invoke(main, base + ["--preset", "astro"])
     assert r.exit_code == 1 and r.output.startswith("Error: no FITS images in")
-    r = runner.invoke(main, base + ["--preset", "nope"])
-    assert r.exit_code == 1 and r.output.startswith("Error: unknown preset 'nope'")
+    r = runner.invoke(main, base + ["--preset", "nope"])  # a click.Choice: a usage error before any work
+    assert r.exit_code == 2 and "Invalid value for '--preset': 'nope' is not one of 'bicubic', 'photo', 'astro'" in r.output
+    r = runner.invoke(main, base + ["--tile", "-1"])
+    assert r.exit_code == 2 and "Invalid value for '--tile': -1 is not in the range x>=0" in r.output
 
 
 @pytest.fixture
@@ -229,3 +231,20 @@ def test_folder_without_images_is_an_input_error(tmp_path, tiny_photo_model):
         evaluate(str(tiny_photo_model), tmp_path / "empty", device="cpu")
     with pytest.raises(ConfigError, match="--scale"):
         evaluate(str(tiny_photo_model), tmp_path / "empty", device="cpu", scale=8)
+
+
+def test_photos_are_read_upright_and_16_bit_is_refused(tmp_path):
+    from srgan.evaluate import _load_photo
+
+    rgb = _smooth(20, 28, 4)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # display rotated 90 degrees counter-clockwise
+    Image.fromarray(rgb).save(tmp_path / "turned.jpg", quality=95, exif=exif.tobytes())
+    hr, gray = _load_photo(tmp_path / "turned.jpg")
+    assert not gray and np.array_equal(hr, np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "turned.jpg"))))
+    Image.fromarray(rgb[..., 0]).convert("LA").save(tmp_path / "la.png")
+    hr, gray = _load_photo(tmp_path / "la.png")
+    assert gray and hr.shape == (20, 28, 3) and np.array_equal(hr[..., 2], rgb[..., 0])
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    with pytest.raises(InputError, match="g16.png: 16-bit images are not part of the 8-bit benchmark protocol"):
+        _load_photo(tmp_path / "g16.png")

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageCms, ImageOps
 
 from srgan.errors import ConfigError, InputError
-from srgan.imageio import Photo, apply_orientation, output_suffix, read_photo, write_photo
+from srgan.imageio import Photo, apply_orientation, output_suffix, pil_pixels, read_photo, to_channels, write_photo
 from srgan.models import Generator, GeneratorConfig
 from srgan.upscale import Upscaler
 
@@ -213,3 +213,35 @@ def test_writes_are_atomic_and_formats_checked(tmp_path):
     with pytest.raises(ConfigError, match="--quality"):
         write_photo(tmp_path / "a.jpg", Photo(rand((4, 4, 3))), quality=0)
     assert output_suffix("x/a.JPG") == ".JPG" and output_suffix("a.png", "jpg") == ".jpg"
+
+
+@pytest.mark.parametrize("mode,shape,dtype", [
+    ("RGB", (3, 4, 3), np.uint8), ("L", (3, 4), np.uint8), ("LA", (3, 4, 2), np.uint8), ("P", (3, 4, 3), np.uint8),
+    ("PA", (3, 4, 4), np.uint8), ("1", (3, 4), np.uint8), ("CMYK", (3, 4, 3), np.uint8), ("YCbCr", (3, 4, 3), np.uint8),
+    ("I;16", (3, 4), np.uint16), ("I;16B", (3, 4), np.uint16), ("I", (3, 4), np.uint16), ("F", (3, 4), np.float32)])
+def test_pil_mode_table(mode, shape, dtype):
+    im = Image.new(mode, (4, 3))
+    a = pil_pixels(im)
+    assert a.shape == shape and a.dtype == dtype and a.dtype.isnative, mode
+
+
+def test_pil_modes_that_cannot_be_kept_are_input_errors():
+    with pytest.raises(InputError, match="x.png: unsupported image mode La"):
+        pil_pixels(Image.new("La", (2, 2)), name="x.png")
+    with pytest.raises(InputError, match="mode I.*outside 0..65535"):
+        pil_pixels(Image.fromarray(np.array([[-1, 70000]], np.int32)))
+
+
+def test_to_channels_rgb_to_luma_equals_pillow_and_keeps_16_bits():
+    r, g, b = np.meshgrid(np.arange(256), np.arange(256), np.arange(0, 256, 15), indexing="ij")
+    rgb = np.stack([r, g, b], axis=-1).astype(np.uint8).reshape(256, -1, 3)
+    assert np.array_equal(to_channels(rgb, 1)[..., 0], np.asarray(Image.fromarray(rgb).convert("L")))
+    rgba = np.dstack([rgb, np.zeros(rgb.shape[:2], np.uint8)])
+    assert np.array_equal(to_channels(rgba, 3), rgb) and np.array_equal(to_channels(rgba, 1), to_channels(rgb, 1))
+    white16 = np.full((1, 2, 3), 65535, np.uint16)
+    assert to_channels(white16, 1).dtype == np.uint16 and (to_channels(white16, 1) == 65535).all()
+    gray_alpha = np.array([[[10, 255], [20, 0]]], np.uint16)
+    assert to_channels(gray_alpha, 3).tolist() == [[[10, 10, 10], [20, 20, 20]]]
+    assert to_channels(gray_alpha, 1).tolist() == [[[10], [20]]]
+    with pytest.raises(ConfigError, match="1 \\(gray\\) or 3 \\(RGB\\)"):
+        to_channels(rgb, 4)

@@ -18,6 +18,8 @@ def test_y_conversion_is_studio_range_bt601():
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
     assert np.array_equal(rgb_to_y(gray), gray.astype(np.float64))  # 2-D: the data itself
     assert np.array_equal(rgb_to_y(gray[..., None]), gray.astype(np.float64))
+    rgb = _image()
+    assert np.allclose(rgb_to_y(rgb.astype(np.float64)), rgb_to_y(rgb), atol=1e-12)  # 0-255 scale in any dtype
 
 
 def test_psnr_of_one_grey_level_offset_is_hand_computed():

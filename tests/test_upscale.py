@@ -107,6 +107,11 @@ def test_pil_images_come_back_as_pil_with_their_mode(up):
     p = rgb.convert("P")
     p.info["transparency"] = 0
     assert up.upscale(p).mode == "RGBA"
+    i32 = Image.fromarray((np.random.rand(5, 7) * 65535).astype(np.int32))  # mode I holding 16-bit data
+    out = up.upscale(i32)
+    assert out.mode == "I" and np.array_equal(np.asarray(out), up.upscale(np.asarray(i32).astype(np.uint16)))
+    with pytest.raises(InputError, match="PIL image: 32-bit integer"):
+        up.upscale(Image.fromarray(np.full((3, 3), 70000, np.int32)))
 
 
 def test_one_channel_model_runs_each_colour_channel_as_a_plane():
