@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import shared_dataset
+from helpers import shared_dataset
 
 from srgan import Upscaler, load_model
 from srgan.checkpoint import WEIGHTS_DIR
