@@ -5,6 +5,7 @@ never import each other or conftest.py.
 """
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -28,17 +29,16 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-def synthetic_image(rng: np.random.Generator, size: int = 48) -> Image.Image:
-    """A gradient background with flat-coloured ellipses, rectangles and lines (edges bicubic blurs)."""
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    c0, cx, cy = rng.random(3), rng.random(3) - 0.5, rng.random(3) - 0.5
-    bg = np.clip(c0 + cx * xx[..., None] + cy * yy[..., None], 0, 1)
-    im = Image.fromarray((bg * 255).astype(np.uint8))
+def draw_shapes(im: Image.Image, rng: np.random.Generator, count: tuple[int, int], min_side: int,
+                colour: Callable[[np.random.Generator], int | tuple]) -> Image.Image:
+    """Draw a seeded number in [count) of ellipses, rectangles and 2 px lines onto square ``im``
+    (sides from ``min_side`` to a third of the image, fills from ``colour(rng)``); returns ``im``."""
+    size = im.width
     draw = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(6, 12))):
+    for _ in range(int(rng.integers(*count))):
         x0, y0 = (int(v) for v in rng.integers(0, size - 4, 2))
-        w, h = (int(v) for v in rng.integers(3, size // 3, 2))
-        color = tuple(int(v) for v in rng.integers(0, 256, 3))
+        w, h = (int(v) for v in rng.integers(min_side, size // 3, 2))
+        color = colour(rng)
         shape = int(rng.integers(3))
         if shape == 0:
             draw.ellipse([x0, y0, x0 + w, y0 + h], fill=color)
@@ -47,6 +47,15 @@ def synthetic_image(rng: np.random.Generator, size: int = 48) -> Image.Image:
         else:
             draw.line([x0, y0, x0 + w, y0 + h], fill=color, width=2)
     return im
+
+
+def synthetic_image(rng: np.random.Generator, size: int = 48) -> Image.Image:
+    """A gradient background with flat-coloured ellipses, rectangles and lines (edges bicubic blurs)."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    c0, cx, cy = rng.random(3), rng.random(3) - 0.5, rng.random(3) - 0.5
+    bg = np.clip(c0 + cx * xx[..., None] + cy * yy[..., None], 0, 1)
+    im = Image.fromarray((bg * 255).astype(np.uint8))
+    return draw_shapes(im, rng, (6, 12), 3, lambda r: tuple(int(v) for v in r.integers(0, 256, 3)))
 
 
 def make_photos(folder: Path, n: int, size: int = 48, seed: int = 0) -> Path:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-from helpers import make_photos
-from PIL import Image, ImageDraw
+from helpers import draw_shapes, make_photos
+from PIL import Image
 
 import srgan.train as train
 from srgan.checkpoint import load_model, load_state, read_model_info, save_model
@@ -233,19 +233,7 @@ def test_bad_config_errors(tmp_path, photos):
 
 def binary_shapes(rng, size=64):
     """Black and white shapes and lines: bicubic blurs every edge, a small CNN learns to sharpen them."""
-    im = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(12, 20))):
-        x0, y0 = (int(v) for v in rng.integers(0, size - 4, 2))
-        w, h = (int(v) for v in rng.integers(4, size // 3, 2))
-        color = 255 if rng.random() < 0.6 else 0
-        shape = int(rng.integers(3))
-        if shape == 0:
-            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=color)
-        elif shape == 1:
-            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=color)
-        else:
-            draw.line([x0, y0, x0 + w, y0 + h], fill=color, width=2)
+    im = draw_shapes(Image.new("L", (size, size), 0), rng, (12, 20), 4, lambda r: 255 if r.random() < 0.6 else 0)
     return im.convert("RGB")
 
 
