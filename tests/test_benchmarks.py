@@ -26,6 +26,7 @@ def _smoke(script: str, tmp_path, *extra: str) -> tuple[str, dict]:
     return proc.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_throughput_smoke(tmp_path):
     stdout, record = _smoke("throughput", tmp_path, "--device", "cpu")  # a GPU's fp32 convs use TF32
     assert "FLOP per output pixel" in stdout and "measured matmul peak" in stdout
@@ -42,6 +43,7 @@ def test_throughput_smoke(tmp_path):
     assert levers["precision bf16"]["psnr_db"] > 30
 
 
+@pytest.mark.slow
 def test_train_speed_smoke(tmp_path):
     stdout, record = _smoke("train_speed", tmp_path)
     assert "TRAIN batch=2 patch=32 phase=pretrain steps_per_s=" in stdout
@@ -51,6 +53,7 @@ def test_train_speed_smoke(tmp_path):
     assert record["vgg_weights"].startswith("random")
 
 
+@pytest.mark.slow
 def test_fits_memory_smoke(tmp_path):
     stdout, record = _smoke("fits_memory", tmp_path, "--tmpdir", str(tmp_path))
     assert "FITS size=96 peak_rss_mb=" in stdout
@@ -60,18 +63,18 @@ def test_fits_memory_smoke(tmp_path):
     assert not list(Path(tmp_path).glob("srgan-fits-memory-*"))  # temp files cleaned up
 
 
-def test_flop_count_matches_issue_for_default_model():
+def test_flop_count_matches_issue_for_default_model(make_generator):
     assert throughput.conv_flops_per_output_pixel(Generator(GeneratorConfig())) == throughput.PAPER_FLOPS
-    tiny = Generator(GeneratorConfig(scale=2, channels=8, blocks=1))
+    tiny = make_generator(scale=2, channels=8, blocks=1)
     # head 9x9x3x8 + 3 convs 3x3x8x8 + up 3x3x8x32 on LR px, tail 9x9x8x3 on output px
     macs = (81 * 3 * 8 + 3 * 9 * 64 + 9 * 8 * 32) / 4 + 81 * 8 * 3
     assert throughput.conv_flops_per_output_pixel(tiny) == pytest.approx(2 * macs)
 
 
-def test_one_tile_reference_equals_whole_pass_with_enough_pad():
+def test_one_tile_reference_equals_whole_pass_with_enough_pad(make_generator):
     """The (c) reference loop pastes correctly: with pad >= the receptive radius it equals
     the whole-image pass (both clip at the border, i.e. the network's zero padding)."""
-    g = Generator(GeneratorConfig(scale=2, channels=8, blocks=1)).eval()
+    g = make_generator(scale=2)
     with torch.no_grad():
         g.tail.bias.fill_(0.5)  # mid-grey output: no clipping hides a pasting error
     image = np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)
@@ -89,6 +92,7 @@ def test_work_ratios():
     assert throughput.one_tile_work(100, 100, 256, 10) == 1.0
 
 
+@pytest.mark.slow
 def test_profile_forward_smoke(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "profile_forward.py"), "--smoke", "--device", "cpu"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -96,6 +100,7 @@ def test_profile_forward_smoke(tmp_path):
     assert "Upscaler(" in proc.stdout and "aten::" in proc.stdout and "Self CPU" in proc.stdout
 
 
+@pytest.mark.slow
 def test_finetune_demo_smoke(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "finetune_demo.py"), "--smoke", "--out", str(tmp_path / "demo"),
                            "--device", "cpu"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -110,6 +115,7 @@ def test_finetune_demo_smoke(tmp_path):
     assert Image.open(tmp_path / "demo" / "finetune-lineart.png").size == (4 * 192 + 12, 192)  # 4 panels
 
 
+@pytest.mark.slow
 def test_seams_smoke(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "seams.py"), "--smoke", "--json", str(tmp_path / "s.json")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -119,6 +125,7 @@ def test_seams_smoke(tmp_path):
     assert rows[-1]["max_abs_diff"] < 1e-3 and rows[-1]["uint8_pixels_changed"] == 0  # receptive radius: exact
 
 
+@pytest.mark.slow
 def test_photo_memory_smoke(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "photo_memory.py"), "--smoke", "--json", str(tmp_path / "m.json")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)

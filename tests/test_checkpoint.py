@@ -6,13 +6,12 @@ from safetensors.torch import save_file
 
 from srgan.checkpoint import load_model, load_state, read_model_info, save_model, save_state
 from srgan.errors import ModelError
-from srgan.models import Generator, GeneratorConfig
 from srgan.normalize import Normalization
 
 
-def test_model_round_trip_rebuilds_from_metadata(tmp_path):
-    cfg = GeneratorConfig(scale=4, in_channels=1, out_channels=1, channels=8, blocks=1, batch_norm=False)
-    g = Generator(cfg).eval()
+def test_model_round_trip_rebuilds_from_metadata(tmp_path, make_generator):
+    g = make_generator(scale=4, in_channels=1, out_channels=1, batch_norm=False)
+    cfg = g.config
     path = tmp_path / "m.safetensors"
     save_model(path, g, normalization=Normalization("asinh", 2.0), preset="astro", training={"steps": 3})
     loaded = load_model(path)
@@ -44,8 +43,8 @@ def test_corrupt_model_file_is_a_clear_error(tmp_path):
         load_model(path)
 
 
-def test_training_state_round_trip(tmp_path):
-    g = Generator(GeneratorConfig(scale=2, channels=4, blocks=1))
+def test_training_state_round_trip(tmp_path, make_generator):
+    g = make_generator(channels=4).train()
     opt = torch.optim.Adam(g.parameters(), lr=1e-3)
     g(torch.rand(1, 3, 4, 4)).mean().backward()
     opt.step()

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from srgan import checkpoint
 from srgan.checkpoint import save_model
 from srgan.cli import main
-from srgan.models import Generator, GeneratorConfig, count_parameters
+from srgan.models import count_parameters
 from srgan.normalize import Normalization
 from srgan.pretrained import MODELS, embedded_models, eval_path
 
@@ -36,9 +36,8 @@ def test_no_models_is_a_clear_line_and_exit_0(weights, create):
     assert embedded_models() == []
 
 
-def test_lists_a_model_with_metadata_and_not_evaluated(weights):
-    cfg = GeneratorConfig(scale=2, in_channels=1, out_channels=1, channels=8, blocks=1)
-    g = Generator(cfg)
+def test_lists_a_model_with_metadata_and_not_evaluated(weights, make_generator):
+    g = make_generator(scale=2, in_channels=1, out_channels=1)
     save_model(weights / "galaxy-x4.safetensors", g, normalization=Normalization("asinh"), preset="astro",
                training={"data": "galaxies/", "images": 12, "steps": 30})
     [m] = embedded_models()
@@ -53,9 +52,9 @@ def test_lists_a_model_with_metadata_and_not_evaluated(weights):
     assert lines[3] == "  eval: not evaluated"
 
 
-def test_shows_scores_and_flags_stale_ones(weights):
+def test_shows_scores_and_flags_stale_ones(weights, make_generator):
     path = weights / "tiny.safetensors"
-    save_model(path, Generator(GeneratorConfig(scale=2, channels=8, blocks=1)), training={"data": "T91", "steps": 5})
+    save_model(path, make_generator(), training={"data": "T91", "steps": 5})
     sha = checkpoint.file_sha256(path)
     eval_path(path).write_text(json.dumps(_report(sha)))
     r = CliRunner().invoke(main, ["models"])
@@ -67,9 +66,9 @@ def test_shows_scores_and_flags_stale_ones(weights):
     assert "STALE" in r.output
 
 
-def test_broken_eval_json_is_ignored_with_a_warning(weights):
+def test_broken_eval_json_is_ignored_with_a_warning(weights, make_generator):
     path = weights / "tiny.safetensors"
-    save_model(path, Generator(GeneratorConfig(scale=2, channels=8, blocks=1)))
+    save_model(path, make_generator())
     eval_path(path).write_text("{not json")
     with pytest.warns(UserWarning, match="not an `srgan eval --json` report"):
         [m] = embedded_models()

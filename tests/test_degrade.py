@@ -277,7 +277,7 @@ def test_downsample_modes():
         D.downsample(x, 2, "lanczos")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_degrade_on_cuda_with_cuda_generator():
     hr = torch.rand(2, 3, 32, 32, device="cuda")
     g = torch.Generator(device="cuda").manual_seed(0)

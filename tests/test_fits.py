@@ -11,30 +11,18 @@ import torch
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData, StdDevUncertainty, UnknownUncertainty
 from astropy.wcs import WCS
+from helpers import tiny_upscaler
 
 import srgan
 from srgan import fits as sf
-from srgan.checkpoint import load_model, save_model
 from srgan.degrade import astro_forward, psf_kernel
 from srgan.errors import ConfigError, InputError, ModelError, SrganError
-from srgan.models import Generator, GeneratorConfig
 from srgan.normalize import Normalization
-from srgan.upscale import Upscaler
 
 SCALE = 2
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-def tiny_upscaler(path, scale=SCALE, normalization=Normalization("asinh"), channels=1):
-    """A 4-channel, 1-block astro model saved to ``path`` and wrapped in an Upscaler."""
-    torch.manual_seed(0)
-    g = Generator(GeneratorConfig(scale=scale, in_channels=channels, out_channels=channels, channels=4, blocks=1))
-    save_model(path, g.eval(), normalization=normalization, preset="astro")
-    up = Upscaler(load_model(path), device="cpu")
-    up.model.to(memory_format=torch.channels_last)  # 4-channel convs run ~10x faster so on the CPU
-    return up
-
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory):

@@ -5,8 +5,7 @@ import warnings
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
-from conftest import shared_dataset
-from test_fits import tiny_upscaler
+from helpers import shared_dataset, tiny_upscaler
 
 from srgan import fits as sf
 

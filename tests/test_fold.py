@@ -6,13 +6,12 @@ from torch import nn
 from srgan.checkpoint import load_model, save_model
 from srgan.errors import ModelError
 from srgan.fold import conv_bn_pairs, fold_batchnorm
-from srgan.models import Generator, GeneratorConfig
+from srgan.models import Generator
 from srgan.upscale import Upscaler
 
 
-def _trained_like(config: GeneratorConfig) -> Generator:
-    """A generator whose BN layers hold non-trivial statistics and affine parameters."""
-    g = Generator(config)
+def _trained_like(g: Generator) -> Generator:
+    """``g`` with non-trivial BN statistics and affine parameters, in eval mode."""
     with torch.no_grad():
         for m in g.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -27,23 +26,27 @@ def _bn_count(module) -> int:
     return sum(isinstance(m, nn.BatchNorm2d) for m in module.modules())
 
 
-@pytest.mark.parametrize("config", [GeneratorConfig(scale=2, channels=8, blocks=2),
-                                    GeneratorConfig(scale=4, channels=8, blocks=1, in_channels=1, out_channels=1)])
-def test_folded_equals_original(config):
-    g = _trained_like(config)
+# Folding rounds once per conv: the tolerance follows the dtype's resolution.
+ATOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 1e-1}
+
+
+@pytest.mark.parametrize("config", [dict(scale=2, blocks=2), dict(scale=4, blocks=1, in_channels=1, out_channels=1)])
+def test_folded_equals_original(config, make_generator, device, dtype):
+    g = _trained_like(make_generator(**config)).to(device, dtype)
     f = fold_batchnorm(g)
-    assert _bn_count(g) == 2 * config.blocks + 1
+    assert _bn_count(g) == 2 * g.config.blocks + 1
     assert _bn_count(f) == 0
     assert f.config.batch_norm is False and not f.training
-    x = torch.rand(2, config.in_channels, 13, 17)
+    x = torch.rand(2, g.config.in_channels, 13, 17, device=device, dtype=dtype)
     with torch.no_grad():
         ref, out = g(x), f(x)
+    assert out.dtype == dtype and out.device.type == device.type
     assert ref.abs().max() > 0.01  # the comparison is not between two zero images
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, ref, atol=ATOL[dtype], rtol=0)
 
 
-def test_original_untouched_and_train_mode_folds_running_stats():
-    g = _trained_like(GeneratorConfig(scale=2, channels=8, blocks=1)).train()
+def test_original_untouched_and_train_mode_folds_running_stats(make_generator):
+    g = _trained_like(make_generator(blocks=1)).train()
     before = {k: v.clone() for k, v in g.state_dict().items()}
     f = fold_batchnorm(g)
     assert g.training and _bn_count(g) == 3
@@ -54,8 +57,8 @@ def test_original_untouched_and_train_mode_folds_running_stats():
         torch.testing.assert_close(f(x), g.eval()(x), atol=1e-5, rtol=0)
 
 
-def test_pairs_found_and_stray_bn_refused():
-    g = Generator(GeneratorConfig(scale=2, channels=8, blocks=2))
+def test_pairs_found_and_stray_bn_refused(make_generator):
+    g = make_generator(channels=8, blocks=2)
     assert conv_bn_pairs(g) == [("body.0.conv1", "body.0.bn1"), ("body.0.conv2", "body.0.bn2"),
                                 ("body.1.conv1", "body.1.bn1"), ("body.1.conv2", "body.1.bn2"),
                                 ("body_tail.0", "body_tail.1")]
@@ -64,8 +67,8 @@ def test_pairs_found_and_stray_bn_refused():
         fold_batchnorm(g)
 
 
-def test_no_batchnorm_model_is_copied():
-    g = Generator(GeneratorConfig(scale=2, channels=8, blocks=1, batch_norm=False)).eval()
+def test_no_batchnorm_model_is_copied(make_generator):
+    g = make_generator(batch_norm=False)
     f = fold_batchnorm(g)
     assert f is not g
     x = torch.rand(1, 3, 8, 8)
@@ -73,8 +76,8 @@ def test_no_batchnorm_model_is_copied():
         assert torch.equal(f(x), g(x))
 
 
-def test_folded_model_saves_and_loads(tmp_path):
-    g = _trained_like(GeneratorConfig(scale=2, channels=8, blocks=1))
+def test_folded_model_saves_and_loads(tmp_path, make_generator):
+    g = _trained_like(make_generator())
     path = tmp_path / "folded.safetensors"
     save_model(path, fold_batchnorm(g))
     loaded = load_model(path)
@@ -85,8 +88,8 @@ def test_folded_model_saves_and_loads(tmp_path):
 
 
 @pytest.mark.parametrize("size,tile,overlap", [((37, 29), 12, None), ((20, 48), 16, None), ((1, 23), 8, None)])
-def test_tiled_equals_whole_with_folded_model(size, tile, overlap):
-    g = _trained_like(GeneratorConfig(scale=2, channels=8, blocks=2))
+def test_tiled_equals_whole_with_folded_model(size, tile, overlap, make_generator):
+    g = _trained_like(make_generator(scale=2, blocks=2))
     f = fold_batchnorm(g)
     image = np.random.default_rng(0).random((*size, 3), dtype=np.float32)
     whole = Upscaler(f, device="cpu", tile=0).upscale(image)

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import shared_dataset
+from helpers import shared_dataset
 from skimage.metrics import structural_similarity
 
 from srgan.metrics import psnr_data, psnr_y, rgb_to_y, shave, ssim_y, to_uint8

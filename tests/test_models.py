@@ -7,10 +7,12 @@ from srgan.models import Discriminator, Generator, GeneratorConfig, count_parame
 
 @pytest.mark.parametrize("scale", [2, 4, 8])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_generator_shapes(scale, channels):
-    g = Generator(GeneratorConfig(scale=scale, in_channels=channels, out_channels=channels, channels=8, blocks=2))
-    y = g(torch.rand(2, channels, 7, 9))
+def test_generator_shapes(scale, channels, make_generator, device, dtype):
+    g = make_generator(scale=scale, in_channels=channels, out_channels=channels, blocks=2).to(device, dtype)
+    with torch.no_grad():
+        y = g(torch.rand(2, channels, 7, 9, device=device, dtype=dtype))
     assert y.shape == (2, channels, 7 * scale, 9 * scale)
+    assert y.dtype == dtype and y.device.type == device.type
 
 
 def test_default_generator_matches_paper_size():
@@ -19,8 +21,9 @@ def test_default_generator_matches_paper_size():
     assert count_parameters(Generator(GeneratorConfig(in_channels=1, out_channels=1))) == 1_529_921
 
 
-def test_generator_without_batchnorm_has_no_bn():
-    g = Generator(GeneratorConfig(batch_norm=False, blocks=2, channels=8))
+def test_generator_without_batchnorm_has_no_bn(make_generator):
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in make_generator(blocks=2).modules())
+    g = make_generator(batch_norm=False, blocks=2)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
 
 
@@ -31,9 +34,11 @@ def test_generator_config_rejects_bad_values(bad):
 
 
 @pytest.mark.parametrize("size", [16, 24, 96, 131])
-def test_discriminator_any_patch_size(size):
-    d = Discriminator(in_channels=3)
-    assert d(torch.rand(2, 3, size, size + 5)).shape == (2,)
+def test_discriminator_any_patch_size(size, device, dtype):
+    d = Discriminator(in_channels=3).to(device, dtype)
+    with torch.no_grad():
+        logits = d(torch.rand(2, 3, size, size + 5, device=device, dtype=dtype))
+    assert logits.shape == (2,) and logits.dtype == dtype
 
 
 def test_discriminator_layers_as_in_paper():
@@ -48,13 +53,12 @@ def test_discriminator_rejects_tiny_patch():
 
 
 @pytest.mark.parametrize("scale", [2, 4, 8])
-def test_receptive_radius_bounds_true_influence(scale):
+def test_receptive_radius_bounds_true_influence(scale, make_generator, device):
     """Perturbing one LR pixel changes outputs no further than receptive_radius LR pixels away."""
-    cfg = GeneratorConfig(scale=scale, channels=4, blocks=2)
-    g = Generator(cfg).eval()
-    r = receptive_radius(cfg)
+    g = make_generator(scale=scale, channels=4, blocks=2).to(device)
+    r = receptive_radius(g.config)
     n = 2 * r + 9
-    x = torch.rand(1, 3, n, n)
+    x = torch.rand(1, 3, n, n, device=device)
     x2 = x.clone()
     c = n // 2
     x2[..., c, c] += 1.0

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-from PIL import Image, ImageDraw
+from helpers import draw_shapes, make_photos
+from PIL import Image
 
 import srgan.train as train
 from srgan.checkpoint import load_model, load_state, read_model_info, save_model
@@ -20,42 +21,7 @@ from srgan.models import Generator, GeneratorConfig
 from srgan.train import TrainConfig, fit, get_lr, resolve_config, training_pair
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and never stall in OpenMP spin-waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def synthetic_image(rng, size=48):
-    """A gradient background with flat-coloured ellipses, rectangles and lines (edges bicubic blurs)."""
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    c0, cx, cy = rng.random(3), rng.random(3) - 0.5, rng.random(3) - 0.5
-    bg = np.clip(c0 + cx * xx[..., None] + cy * yy[..., None], 0, 1)
-    im = Image.fromarray((bg * 255).astype(np.uint8))
-    draw = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(6, 12))):
-        x0, y0 = (int(v) for v in rng.integers(0, size - 4, 2))
-        w, h = (int(v) for v in rng.integers(3, size // 3, 2))
-        color = tuple(int(v) for v in rng.integers(0, 256, 3))
-        shape = int(rng.integers(3))
-        if shape == 0:
-            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=color)
-        elif shape == 1:
-            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=color)
-        else:
-            draw.line([x0, y0, x0 + w, y0 + h], fill=color, width=2)
-    return im
-
-
-def make_photos(folder, n, size=48, seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        synthetic_image(rng, size).save(folder / f"img{i:02d}.png")
-    return folder
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -267,19 +233,7 @@ def test_bad_config_errors(tmp_path, photos):
 
 def binary_shapes(rng, size=64):
     """Black and white shapes and lines: bicubic blurs every edge, a small CNN learns to sharpen them."""
-    im = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(12, 20))):
-        x0, y0 = (int(v) for v in rng.integers(0, size - 4, 2))
-        w, h = (int(v) for v in rng.integers(4, size // 3, 2))
-        color = 255 if rng.random() < 0.6 else 0
-        shape = int(rng.integers(3))
-        if shape == 0:
-            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=color)
-        elif shape == 1:
-            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=color)
-        else:
-            draw.line([x0, y0, x0 + w, y0 + h], fill=color, width=2)
+    im = draw_shapes(Image.new("L", (size, size), 0), rng, (12, 20), 4, lambda r: 255 if r.random() < 0.6 else 0)
     return im.convert("RGB")
 
 

@@ -9,16 +9,17 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import make_photos
 
 from srgan.checkpoint import load_model, load_state, save_model
 from srgan.cli import main
 from srgan.models import Generator, GeneratorConfig
 from srgan.train import TrainConfig, fit
-from test_train import make_photos, one_thread  # noqa: F401 (autouse fixture)
 
 TINY = ["--scale", "2", "--blocks", "1", "--channels", "8", "--batch-size", "2", "--patch-size", "16",
         "--device", "cpu", "--no-progress", "--log-every", "1", "--seed", "3"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONWARNINGS="ignore")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,7 @@ def test_errors_are_one_line(tmp_path, data):
     assert result.exit_code == 1 and "Error: unknown model 'no-such-model'" in result.output
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_a_checkpoint_that_resumes_exactly(tmp_path, data):
     hr, val = data
     steps = 40
@@ -96,6 +98,7 @@ def test_kill_9_leaves_a_checkpoint_that_resumes_exactly(tmp_path, data):
         assert torch.equal(a["generator"][k], b["generator"][k]), k
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_two_gloo_processes(tmp_path, data):
     hr, val = data
     out = tmp_path / "ddp"
