@@ -99,10 +99,15 @@ def machine_line(info: dict) -> str:
             f"torch {info['torch']}, device {info['device']}")
 
 
-def write_json(path, record: dict) -> None:
+def write_json(path, record: dict, quiet: bool = False) -> None:
+    """Write ``record`` to ``path`` (if given) atomically: a reader never sees half a file, so a
+    script rewriting it after each row can be stopped at any time."""
     if path:
-        Path(path).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {path}")
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, path)
+        if not quiet:
+            print(f"wrote {path}")
 
 
 def sync(device: torch.device) -> None:

@@ -6,7 +6,6 @@ import warnings
 
 import click
 
-from srgan.degrade import PRESETS
 from srgan.losses import GAN_LOSSES, PIXEL_LOSSES
 from srgan.train import AMP_MODES, CONTENT_LOSSES, SCHEDULES, TrainConfig, fit
 

@@ -133,3 +133,159 @@ def test_photo_memory_smoke(tmp_path):
     rows = json.loads((tmp_path / "m.json").read_text())["rows"]
     assert [r["tiles"] for r in rows] == [64, 4]  # 256 px photo in 32 px and 128 px tiles
     assert all(r["peak_rss_mb"] > 0 for r in rows)
+
+
+# ----------------------------------------------------------------------------- the GPU session's run (issue 17)
+
+import gpu_levers  # noqa: E402
+import gpu_run  # noqa: E402
+import profile_forward  # noqa: E402
+import train_speed  # noqa: E402
+
+
+def test_streamed_and_device_copies_equal_the_engine():
+    """The copy-mode levers compute exactly what the engine does (same tiles, overlap, batches)."""
+    from srgan.upscale import Upscaler
+
+    g = Generator(GeneratorConfig(scale=2, channels=8, blocks=1)).eval()
+    with torch.no_grad():
+        g.tail.bias.fill_(0.5)
+    up = Upscaler(g, device="cpu", tile=8, batch_size=3)  # 12 windows: 4 batches, both buffer slots reused
+    image = np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)
+    engine = up.upscale(image)
+    assert np.array_equal(gpu_levers.streamed_upscale(up, image), engine)
+    assert np.array_equal(gpu_levers.device_upscale(up, image), engine)
+    image_f = image.astype(np.float32) / 255
+    assert np.abs(gpu_levers.streamed_upscale(up, image_f) - up.upscale(image_f)).max() < 1e-6
+
+
+def test_gpu_levers_smoke(tmp_path):
+    stdout, record = _smoke("gpu_levers", tmp_path, "--device", "cpu", "--skip-compile")
+    assert record["device"].startswith("cpu: ") and record["one_tile"]["mpix_per_s"] > 0
+    levers = {r["id"]: r for r in record["levers"]}
+    assert {"defaults", "tile8", "tile0", "batch1", "bf16", "nchw", "io-device", "io-streamed"} <= set(levers)
+    assert not any(i.startswith("compile") for i in levers)
+    for r in levers.values():
+        assert "error" not in r and r["mpix_per_s"] > 0 and r["speedup"] > 0, r
+    assert levers["defaults"]["speedup"] == 1.0
+    for same in ("io-device", "io-streamed", "nchw"):  # same arithmetic as the fp32 reference
+        assert levers[same]["max_abs_diff"] < 1e-5 and levers[same]["uint8_max_diff"] <= 1
+    assert 30 < levers["bf16"]["psnr_db"] < 120
+    assert levers["tile8"]["work"] > levers["tile0"]["work"]
+    assert "LEVER id=io-streamed mpix_s=" in stdout
+
+
+def test_batch_speed_smoke(tmp_path):
+    stdout, record = _smoke("batch_speed", tmp_path, "--device", "cpu", "--tmpdir", str(tmp_path))
+    assert [r["workers"] for r in record["runs"]] == [1, 2]
+    for r in record["runs"]:
+        assert r["files"] == 3 and r["images_per_s"] > 0 and 0 <= r["idle_fraction"] <= 1
+    assert record["engine_images_per_s"] > 0 and record["encode_s_per_image"] > 0
+    assert not list(tmp_path.glob("srgan-batch-speed-*"))  # temporary folders removed
+    assert "BATCH workers=2 images_per_s=" in stdout
+
+
+def test_sync_free_degrade_equals_the_bicubic_preset():
+    arch = GeneratorConfig(scale=4, channels=8, blocks=1)
+    cpu = torch.device("cpu")
+    hr = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain = train_speed.Trainer(arch, cpu, amp=False, preset="bicubic", vgg_layer="relu2_2", disc_base=8)
+    fast = train_speed.Trainer(arch, cpu, amp=False, preset="bicubic", vgg_layer="relu2_2", disc_base=8,
+                               options=train_speed.StepOptions(sync_free_degrade=True))
+    (x0, y0), (x1, y1) = (t.batch(hr, torch.Generator().manual_seed(1)) for t in (plain, fast))
+    assert x1.shape == (3, 3, 8, 8) and torch.equal(x0, x1) and torch.equal(y0, y1)
+    with pytest.raises(ValueError, match="bicubic preset only"):
+        train_speed.Trainer(arch, cpu, amp=False, preset="photo", vgg_layer="relu2_2", disc_base=8,
+                            options=train_speed.StepOptions(sync_free_degrade=True))
+
+
+def test_training_ladder_adds_one_lever_per_row():
+    rows = train_speed.ladder(log_every=20)
+    assert rows[0] == train_speed.StepOptions() and rows[0].label() == "baseline"
+    changed = [sum(getattr(a, f) != getattr(b, f) for f in vars(a)) for a, b in zip(rows, rows[1:])]
+    assert changed == [1, 1, 1, 1, 2]  # the last row swaps the CUDA graph for torch.compile
+    assert rows[-1].compile_mode == "default" and not rows[-1].cuda_graph and rows[-1].fused_adam
+
+
+def test_device_busy_counts_overlapping_work_once():
+    from torch.autograd import DeviceType
+
+    class Event:
+        def __init__(self, start, duration, kind):
+            self.start, self.duration, self.kind = start, duration, kind
+
+        def start_ns(self):
+            return self.start
+
+        def duration_ns(self):
+            return self.duration
+
+        def device_type(self):
+            return self.kind
+
+    class Prof:
+        class profiler:
+            class kineto_results:
+                @staticmethod
+                def events():  # a host op spanning 0..100; device work 10..30 and 20..40 overlap, 60..70 apart
+                    return [Event(0, 100, DeviceType.CPU), Event(10, 20, DeviceType.CUDA),
+                            Event(20, 20, DeviceType.CUDA), Event(60, 10, DeviceType.CUDA)]
+
+    busy = profile_forward.device_busy(Prof, cuda=True)
+    assert busy["busy_fraction"] == pytest.approx(0.4) and busy["events"] == 3
+    assert profile_forward.device_busy(Prof, cuda=False)["busy_fraction"] == 1.0
+
+
+def test_gpu_run_marker_detection(tmp_path):
+    (tmp_path / "setup.cfg").write_text("[tool:pytest]\nmarkers =\n    slow: slow tests\n")
+    assert not gpu_run.gpu_marker_registered(tmp_path)
+    (tmp_path / "setup.cfg").write_text("[tool:pytest]\nmarkers =\n    slow: slow tests\n    gpu: needs CUDA\n")
+    assert gpu_run.gpu_marker_registered(tmp_path)
+
+
+def test_gpu_run_stage_errors_and_time_limits_are_recorded(tmp_path):
+    """A failing stage gives its last output line; one past its limit is killed and keeps the
+    JSON it wrote so far."""
+    fail = gpu_run.Stage("fail", ("-c", "import sys; print('working'); sys.exit('broke: no GPU')"), 30)
+    entry = gpu_run.run_stage(fail, 30, tmp_path)
+    assert entry["status"] == "error" and entry["error"] == "broke: no GPU" and entry["returncode"] == 1
+    assert "working" in entry["log"]
+    slow = gpu_run.Stage("slow", ("-c", "import json, sys, time; open(sys.argv[2], 'w').write(json.dumps({'rows': [1]}));"
+                                  " time.sleep(60)"), 60)
+    entry = gpu_run.run_stage(slow, 3, tmp_path)
+    assert entry["status"] == "timeout" and entry["seconds"] < 30 and entry["record"] == {"rows": [1]}
+    ok = gpu_run.Stage("ok", ("-c", "import json, sys; open(sys.argv[2], 'w').write(json.dumps({'x': 2.5}))"), 30)
+    entry = gpu_run.run_stage(ok, 30, tmp_path)
+    assert entry["status"] == "ok" and entry["record"] == {"x": 2.5}
+
+
+@pytest.mark.slow
+def test_gpu_run_smoke(tmp_path):
+    """The whole GPU session's run, every stage tiny on the CPU, through gpu_run.sh."""
+    import os
+
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"))
+    proc = subprocess.run(["bash", str(BENCH / "gpu_run.sh"), "--smoke"], capture_output=True, text=True,
+                          timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((tmp_path / "out" / "gpu_run.json").read_text())
+    assert (tmp_path / "out" / "gpu_run.log").stat().st_size > 0
+    stages = {s["name"]: s for s in record["stages"]}
+    assert list(stages) == ["tests", "throughput", "levers", "profile", "train", "train_levers", "batch",
+                            "levers_compile"]
+    assert record["device"].startswith("cpu: ")
+    for s in stages.values():
+        assert s["device"] == record["device"] and s["status"] in ("ok", "failed", "error", "timeout"), s["name"]
+        assert s["status"] == "ok" or s["error"], s["name"]  # a stage that did not finish says why
+        assert isinstance(s["record"], dict) and s["record"]["device"], s["name"]
+    assert stages["tests"]["record"]["tests"] >= 1  # test_degrade's CUDA test, skipped here
+    assert all(r["mpix_per_s"] > 0 for r in stages["throughput"]["record"]["results"])
+    assert all(r["mpix_per_s"] > 0 for r in stages["levers"]["record"]["levers"])
+    compiled = {r["id"]: r for r in stages["levers_compile"]["record"]["levers"]}
+    assert {"compile", "compile-reduce-overhead", "compile-max-autotune"} <= set(compiled)
+    assert all(r.get("mpix_per_s", 0) > 0 or r["error"] for r in compiled.values())
+    assert 0 < stages["profile"]["record"]["busy"]["busy_fraction"] <= 1
+    ladder = stages["train_levers"]["record"]["results"]
+    assert len(ladder) == 2 * 5 and all(r["steps_per_s"] > 0 for r in ladder)  # no CUDA graph row on the CPU
+    assert all(r["images_per_s"] > 0 for r in stages["batch"]["record"]["runs"])
+    assert "SUMMARY" in proc.stdout and "levers_compile" in proc.stdout.split("SUMMARY")[-1]
