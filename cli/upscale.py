@@ -33,8 +33,9 @@ def _psf(ctx, param, value):
 @click.argument("input", type=click.Path(exists=True))
 @click.argument("output", type=click.Path())
 @click.option("--model", default=None, metavar="NAME|PATH",
-              help="Embedded model name or .safetensors model file.  [default: photo-x4 for photos, "
-                   "galaxy-x4 for FITS]")
+              help="Embedded model name, .safetensors model file, or a community model file (ESRGAN, "
+                   "Real-ESRGAN, SwinIR, HAT, ... as .pth or .safetensors; pip install 'srgan[community]'; "
+                   "pickles read weights-only).  [default: photo-x4 for photos, galaxy-x4 for FITS]")
 @click.option("--tile", type=click.IntRange(min=0), default=None,
               help="Tile size in LR (input) pixels; 0 = whole image in one pass.  [default: auto: about "
                    "1 GiB of activations per pass on the CPU (256 px for photo-x4, 352 px for galaxy-x4), half the "
@@ -42,8 +43,8 @@ def _psf(ctx, param, value):
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Context margin around each tile, in LR pixels.  [default: FITS models: the receptive "
                    "radius, so tiled output equals whole-image output; photo models: at most 16 px "
-                   "(photo-x4: 0.004% of 8-bit values differ by one level); smaller is faster but "
-                   "leaves seams]")
+                   "(photo-x4: 0.004% of 8-bit values differ by one level); community models: 16 px "
+                   "for ESRGAN/Compact, 32 px for the others; smaller is faster but leaves seams]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per forward pass.  [default: 1 on the CPU, 4 on a GPU]")
 @device_option

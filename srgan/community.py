@@ -24,6 +24,7 @@ a default tile overlap for the architecture's family (measured by
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import warnings
@@ -80,6 +81,7 @@ class CommunityConfig:
     supports_fp16: bool = False
     supports_bf16: bool = False
     overlap: int = ATTENTION_OVERLAP  # default tile overlap for this family (LR px)
+    align: int = 1  # tile windows start on this grid: the attention window size and multiple_of (see _align)
     whole_image: bool = False  # spandrel says the model tiles internally: run images in one pass
     tags: tuple[str, ...] = ()  # spandrel's tags, e.g. ("64nf", "23nb")
 
@@ -96,8 +98,9 @@ def pad_to_requirements(x: torch.Tensor, multiple_of: int = 1, minimum: int = 0)
     beyond the last row and column, so as with the engine's tile margins, only pixels near
     the bottom and right edges can see it.
 
-    >>> pad_to_requirements(torch.arange(3.).view(1, 1, 1, 3), multiple_of=4).tolist()
-    [[[[0.0, 1.0, 2.0, 1.0]]]]
+    >>> y = pad_to_requirements(torch.arange(6.).view(1, 1, 2, 3), multiple_of=4)
+    >>> tuple(y.shape), y[0, 0, 0].tolist(), y[0, 0, :, 0].tolist()
+    ((1, 1, 4, 4), [0.0, 1.0, 2.0, 1.0], [0.0, 3.0, 0.0, 3.0])
     """
     h, w = x.shape[-2:]
     H = -(-max(h, minimum) // multiple_of) * multiple_of
@@ -235,6 +238,22 @@ def _family_overlap(architecture: str) -> int:
     return CNN_OVERLAP if architecture in CNN_ARCHITECTURES else ATTENTION_OVERLAP
 
 
+def _align(module: nn.Module, multiple_of: int) -> int:
+    """The grid tile windows must start on for tiled output to match a whole-image pass.
+
+    A window-attention network partitions its input into windows from the input's top-left
+    corner, and a pixel-unshuffle into blocks, so a tile whose origin is off that grid sees
+    the image cut differently: with SwinIR-light that leaves 1.5 8-bit levels of error
+    whatever the overlap (benchmarks/community_seams.py). The window is the module's own
+    ``window_size`` hyper-parameter (SwinIR, Swin2SR, HAT, ATD, CRAFT, DRCT, OmniSR, GRL);
+    architectures that do not expose one (DAT, RGT, ...) are not aligned beyond ``multiple_of``.
+    """
+    window = getattr(module, "window_size", None)
+    sizes = [window] if isinstance(window, int) else list(window) if isinstance(window, (tuple, list)) else []
+    sizes = [v for v in sizes if isinstance(v, int) and v > 0]
+    return math.lcm(multiple_of, *sizes)
+
+
 def _widest_conv(module: nn.Module) -> int:
     widths = [m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)]
     return max(widths, default=64)
@@ -276,6 +295,7 @@ def community_model(descriptor, *, name: str = "", sha256: str = "", source: str
         out_channels=descriptor.output_channels, channels=_widest_conv(descriptor.model),
         multiple_of=req.multiple_of, minimum=req.minimum, supports_fp16=descriptor.supports_half,
         supports_bf16=descriptor.supports_bfloat16, overlap=_family_overlap(arch),
+        align=_align(descriptor.model, req.multiple_of),
         whole_image=descriptor.tiling == ModelTiling.INTERNAL, tags=tuple(descriptor.tags))
     info = ModelInfo(config=config, normalization=Normalization("unit"), preset="unknown",
                      training={"source": source or "community", "architecture": arch, "tags": list(descriptor.tags)},

@@ -187,11 +187,14 @@ class Upscaler:
         fn = self._forward if model_pass else fn
         tile = self.tile if tile is None else tile
         overlap = self.overlap if overlap is None else overlap
+        cfg = self.model.config  # community hook: windows on the model's attention/unshuffle grid
+        align = cfg.align if model_pass and isinstance(cfg, CommunityConfig) else 1
         while True:
             try:
                 return upscale_tiled(fn, src, out, scale=self.scale, tile=tile, overlap=overlap,
                                      batch_size=self.batch_size, device=self.device, pre=pre, post=post,
-                                     channels_last=self.channels_last and model_pass, progress=progress)
+                                     channels_last=self.channels_last and model_pass, progress=progress,
+                                     align=align)
             except torch.cuda.OutOfMemoryError:
                 current = tile if tile > 0 else max(src.shape[-2:])
                 smaller = current // 2
