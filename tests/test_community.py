@@ -158,6 +158,20 @@ def test_scales_give_exact_output_sizes(tmp_path, build, scale):
 
 
 @needs_spandrel
+def test_a_gray_model_runs_each_colour_plane(tmp_path):
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(0)
+    net = Compact(num_in_ch=1, num_out_ch=1, num_feat=8, num_conv=2, upscale=2).eval()
+    up = Upscaler(load_model(save(net, tmp_path / "gray.pth")), device="cpu", tile=0)
+    assert up.model.config.in_channels == 1
+    rgb = image(9, 7)
+    out = up.upscale(rgb)
+    assert out.shape == (18, 14, 3)
+    assert np.array_equal(out[..., 1], up.upscale(np.ascontiguousarray(rgb[..., 1])))  # plane by plane
+
+
+@needs_spandrel
 @pytest.mark.parametrize("build, overlap", [(lambda: rrdbnet(4), CNN_OVERLAP), (lambda: swinir(2), ATTENTION_OVERLAP)])
 def test_tiled_output_is_within_the_documented_tolerance(tmp_path, build, overlap):
     torch.manual_seed(0)
@@ -397,6 +411,23 @@ def test_a_model_that_tiles_internally_runs_whole_images(tmp_path):
                              input_channels=3, output_channels=3, tiling=ModelTiling.INTERNAL)
     assert Upscaler(community.community_model(d), device="cpu").tile == 0
     assert Upscaler(load_model(save(net, tmp_path / "c.pth")), device="cpu").tile > 0
+
+
+@needs_spandrel
+def test_fits_refuse_community_models(tmp_path):
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.ones((8, 8), np.float32)).writeto(tmp_path / "g.fits")
+    up = Upscaler(load_model(save(compact(2), tmp_path / "c.pth")), device="cpu")
+    with pytest.raises(ModelError, match="trained on photos"):
+        up.upscale_fits(tmp_path / "g.fits", tmp_path / "g_x2.fits")
+    assert not (tmp_path / "g_x2.fits").exists()
+
+
+@needs_spandrel
+def test_spandrel_reads_rrdbnet_x3_files_as_x2(tmp_path):
+    """A spandrel limitation the README states: ESRGAN x3 (one x3 upconv) has x2's tensors."""
+    assert load_model(save(rrdbnet(3), tmp_path / "x3.safetensors")).config.scale == 2
 
 
 @needs_spandrel
