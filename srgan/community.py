@@ -243,7 +243,7 @@ def _align(module: nn.Module, multiple_of: int) -> int:
 
     A window-attention network partitions its input into windows from the input's top-left
     corner, and a pixel-unshuffle into blocks, so a tile whose origin is off that grid sees
-    the image cut differently: with SwinIR-light that leaves 1.5 8-bit levels of error
+    the image cut differently: with SwinIR-light that leaves 1.2 8-bit levels of error
     whatever the overlap (benchmarks/community_seams.py). The window is the module's own
     ``window_size`` hyper-parameter (SwinIR, Swin2SR, HAT, ATD, CRAFT, DRCT, OmniSR, GRL);
     architectures that do not expose one (DAT, RGT, ...) are not aligned beyond ``multiple_of``.
