@@ -37,8 +37,8 @@ def _psf(ctx, param, value):
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Context margin around each tile, in LR pixels.  [default: FITS models: the receptive "
                    "radius, so tiled output equals whole-image output; photo models: at most 16 px "
-                   "(photo-x4: 0.004% of 8-bit values differ by one level); smaller is faster but "
-                   "leaves seams]")
+                   "(photo-x4: 0.004% of 8-bit values differ by one level); community models: 16 px "
+                   "for ESRGAN/Compact, 32 px for the others; smaller is faster but leaves seams]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per forward pass.  [default: 1 on the CPU, 4 on a GPU]")
 @device_option

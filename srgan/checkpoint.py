@@ -65,10 +65,14 @@ def save_model(path, generator: Generator, *, normalization: Normalization = Nor
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
+MODEL_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt")  # .pth/.ckpt/.pt: community models (srgan.community)
+
+
 def resolve_model_path(name_or_path) -> Path:
-    """An embedded model name (``photo-x4``) or a path to a ``.safetensors`` model file."""
+    """An embedded model name (``photo-x4``) or a path to a model file (``.safetensors``;
+    community models also ``.pth``, ``.ckpt``, ``.pt``)."""
     path = Path(name_or_path)
-    if path.suffix == ".safetensors" or path.exists():
+    if path.suffix.lower() in MODEL_SUFFIXES or path.exists():
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
         return path
@@ -77,7 +81,7 @@ def resolve_model_path(name_or_path) -> Path:
         return embedded
     names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
     raise ModelError(
-        f"unknown model {str(name_or_path)!r}: give a path to a .safetensors model file "
+        f"unknown model {str(name_or_path)!r}: give a path to a model file (.safetensors, or .pth with srgan[community]) "
         f"or one of the embedded models: {', '.join(names) or '(none installed)'}"
     )
 
@@ -108,12 +112,19 @@ def read_model_info(name_or_path) -> ModelInfo:
 def load_model(name_or_path, device="cpu") -> Generator:
     """Rebuild a generator from a model file or embedded name, in eval mode.
 
-    The returned module carries its :class:`ModelInfo` as ``generator.info``.
+    The returned module carries its :class:`ModelInfo` as ``generator.info``. A model file
+    from another project (a ``.pth``/``.ckpt``/``.pt`` pickle, or a ``.safetensors`` file that
+    is not an srgan file) is loaded weights-only by :func:`srgan.community.load_community_model`
+    (needs ``pip install 'srgan[community]'``) and comes back as a ``CommunityModel``.
     """
     from safetensors.torch import load_file
 
-    info = read_model_info(name_or_path)
+    from srgan import community  # community hook: needs no spandrel until a community file is loaded
+
     path = resolve_model_path(name_or_path)
+    if community.is_community_file(path):
+        return community.load_community_model(path, device=device)
+    info = read_model_info(name_or_path)
     generator = Generator(info.config)
     try:
         generator.load_state_dict(load_file(str(path), device="cpu"))

@@ -75,25 +75,33 @@ class Tile:
     x1: int
 
 
-def window_size(size: int, tile: int) -> int:
+def window_size(size: int, tile: int, align: int = 1) -> int:
     """Window length along an axis of ``size`` px for tiles of at most ``tile`` px.
 
     The fewest windows that cover the axis, made as equal as possible (rounded up to a
     multiple of 8, which convolution kernels like), so no window recomputes much of its
     neighbour: 2048 px with tile 1216 gives two 1024-px windows, not 1216 + 1216.
+    ``align`` > 1 (``size`` a multiple of it): a multiple of ``align`` too, at least ``align``.
 
     >>> window_size(2048, 1216), window_size(1000, 448), window_size(300, 512), window_size(7, 0)
     (1024, 336, 300, 7)
+    >>> window_size(96, 40, align=16), window_size(96, 8, align=16)
+    (32, 16)
     """
     if tile <= 0 or tile >= size:
         return size
+    if align > 1:
+        tile = max(tile // align * align, align)
+        if tile >= size:
+            return size
     n = math.ceil(size / tile)
-    return min(tile, -(-math.ceil(size / n) // 8) * 8)
+    m = math.lcm(8, align)
+    return min(tile, -(-math.ceil(size / n) // m) * m)
 
 
-def _spans(size: int, tile: int) -> list[tuple[int, int, int]]:
-    """(start, core_start, core_stop) along one axis; every window has length window_size(size, tile)."""
-    tile = window_size(size, tile)
+def _spans(size: int, tile: int, align: int = 1) -> list[tuple[int, int, int]]:
+    """(start, core_start, core_stop) along one axis; every window has length window_size(size, tile, align)."""
+    tile = window_size(size, tile, align)
     if tile >= size:
         return [(0, 0, size)]
     starts = list(range(0, size - tile, tile)) + [size - tile]  # last window flush with the edge
@@ -104,19 +112,20 @@ def _spans(size: int, tile: int) -> list[tuple[int, int, int]]:
     return spans
 
 
-def plan_tiles(height: int, width: int, tile: int) -> list[Tile]:
+def plan_tiles(height: int, width: int, tile: int, align: int = 1) -> list[Tile]:
     """Tiles covering an (height, width) image in row-major order.
 
     All windows have the same size (``window_size`` of each axis), so any number of them can
     be stacked into one batch: the last tile of a row or column is shifted back to end at
     the image edge and owns only the pixels not owned yet. ``tile=0`` gives one tile.
+    ``align`` > 1 (height and width multiples of it): every tile starts on a multiple of it.
 
     >>> [(t.y, t.y0, t.y1) for t in plan_tiles(10, 4, 4)]
     [(0, 0, 4), (4, 4, 8), (6, 8, 10)]
     """
     return [Tile(y, x, y0, y1, x0, x1)
-            for y, y0, y1 in _spans(height, tile)
-            for x, x0, x1 in _spans(width, tile)]
+            for y, y0, y1 in _spans(height, tile, align)
+            for x, x0, x1 in _spans(width, tile, align)]
 
 
 def read_window(src, y: int, x: int, h: int, w: int, margin: int):
@@ -186,6 +195,7 @@ def upscale_tiled(
     post: Callable[[torch.Tensor], torch.Tensor] | None = None,
     channels_last: bool = False,
     progress: bool = False,
+    align: int = 1,
 ):
     """Run ``fn`` tile by tile over ``src`` and paste the result into ``out``.
 
@@ -203,22 +213,31 @@ def upscale_tiled(
         post: network output -> (B, C_out, h'*scale, w'*scale) values to store. Default: identity.
         channels_last: hand ``fn`` channels-last input (faster convolutions on most devices).
         progress: show a tqdm bar over tiles when there are several batches.
+        align: start every window on this grid of the (whole-image) window, for networks
+            whose output depends on where their own windows fall (window attention, pixel
+            unshuffle; see ``srgan.community``), so that every window partitions the image
+            on the same grid as the whole-image pass: ``overlap`` is rounded up to a multiple
+            of ``align`` and the image is planned as if extended by reflection to one (the
+            extension is read mirrored like any margin and never pasted). 1 = the plain plan.
 
     Returns:
         ``out``.
     """
     if src.ndim != 3:
         raise ConfigError(f"tiling expects a (C, H, W) source, got shape {tuple(src.shape)}")
-    if tile < 0 or overlap < 0 or batch_size < 1:
-        raise ConfigError(f"need tile >= 0, overlap >= 0, batch_size >= 1; got {tile}, {overlap}, {batch_size}")
+    if tile < 0 or overlap < 0 or batch_size < 1 or align < 1:
+        raise ConfigError(f"need tile >= 0, overlap >= 0, batch_size >= 1, align >= 1; "
+                          f"got {tile}, {overlap}, {batch_size}, {align}")
     _, H, W = src.shape
     if out.shape[-2:] != (H * scale, W * scale):
         raise ConfigError(f"out must be (C, {H * scale}, {W * scale}), got {tuple(out.shape)}")
     device = torch.device(device)
     pre = pre or (lambda t: t.float())
     post = post or (lambda t: t)
-    tiles = plan_tiles(H, W, tile)
-    th, tw = window_size(H, tile), window_size(W, tile)
+    Ha, Wa = -(-H // align) * align, -(-W // align) * align  # = H, W when align is 1
+    overlap = -(-overlap // align) * align
+    tiles = plan_tiles(Ha, Wa, tile, align)
+    th, tw = window_size(Ha, tile, align), window_size(Wa, tile, align)
     o, s = overlap, scale
     batches = [tiles[i:i + batch_size] for i in range(0, len(tiles), batch_size)]
     bar = None
@@ -233,8 +252,9 @@ def upscale_tiled(
         if event is not None:
             event.synchronize()
         for b, t in enumerate(group):
-            core = y[b, :, (o + t.y0 - t.y) * s:(o + t.y1 - t.y) * s, (o + t.x0 - t.x) * s:(o + t.x1 - t.x) * s]
-            _paste(out, core, slice(t.y0 * s, t.y1 * s), slice(t.x0 * s, t.x1 * s))
+            y1, x1 = min(t.y1, H), min(t.x1, W)  # cores end at the image, not at its aligned extension
+            core = y[b, :, (o + t.y0 - t.y) * s:(o + y1 - t.y) * s, (o + t.x0 - t.x) * s:(o + x1 - t.x) * s]
+            _paste(out, core, slice(t.y0 * s, y1 * s), slice(t.x0 * s, x1 * s))
         if bar is not None:
             bar.update(len(group))
 

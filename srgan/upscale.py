@@ -24,6 +24,7 @@ import torch
 from srgan import photo
 from srgan.checkpoint import ModelInfo, load_model
 from srgan.device import resolve_device  # the one device rule, shared with training
+from srgan.community import CommunityConfig, community_precision
 from srgan.errors import ConfigError, InputError
 from srgan.models import GeneratorConfig, receptive_radius
 from srgan.normalize import sky_and_noise
@@ -56,8 +57,9 @@ class Upscaler:
 
     Args:
         model: a :class:`srgan.models.Generator` (or any module with a GeneratorConfig
-            ``.config``); put in eval mode and moved to ``device``. Its ``.info``
-            (from :func:`srgan.load_model`) gives the pixel normalisation.
+            ``.config``), or a :class:`srgan.community.CommunityModel` (ESRGAN, SwinIR, ...
+            from :func:`srgan.load_model`); put in eval mode and moved to ``device``. Its
+            ``.info`` (from :func:`srgan.load_model`) gives the pixel normalisation.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``auto`` (fp32 on CPU, bf16/fp16 autocast on GPU), ``fp32``, ``fp16``, ``bf16``.
         tile: tile size in LR pixels; 0 = whole image in one pass; None = sized for the
@@ -67,24 +69,29 @@ class Upscaler:
         overlap: context margin in LR pixels; None = the generator's receptive radius for
             FITS models, which makes tiled output equal to whole-image output, and at most
             16 px for photo models (8-bit output: 0.004% of values differ by one level from
-            a whole-image pass with photo-x4). Smaller is faster and leaves seams.
+            a whole-image pass with photo-x4); community models: their family's measured
+            default (``CommunityConfig.overlap``). Smaller is faster and leaves seams.
         batch_size: tiles per forward pass; None = 1 on the CPU, 4 on a GPU.
     """
 
     def __init__(self, model, device="auto", precision="auto", tile=None, overlap=None, batch_size=None):
         config = getattr(model, "config", None)
-        if not isinstance(config, GeneratorConfig):
-            raise ConfigError("Upscaler needs a srgan Generator (a module with a GeneratorConfig .config)")
+        community = isinstance(config, CommunityConfig)  # community hook (srgan.community)
+        if not isinstance(config, GeneratorConfig) and not community:
+            raise ConfigError("Upscaler needs a srgan Generator (a module with a GeneratorConfig .config) "
+                              "or a community model from srgan.load_model")
         self.device = resolve_device(device)
         self.precision = precision
         self.autocast_dtype = resolve_precision(precision, self.device)
+        if community:  # the architecture's fp16/bf16 support (spandrel's flags)
+            self.autocast_dtype = community_precision(config, precision, self.autocast_dtype)
         self.channels_last = True  # NHWC convolutions: ~1.8x faster on this CPU (oneDNN), and on GPUs
         self.model = model.to(self.device).eval()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.info = getattr(model, "info", None) or ModelInfo(config=config, name=type(model).__name__)
         self.scale = config.scale
-        self.radius = receptive_radius(config)
+        self.radius = config.overlap if community else receptive_radius(config)  # community: measured default
         self.overlap = self._default_overlap() if overlap is None else int(overlap)
         if self.overlap < 0:
             raise ConfigError(f"--overlap must be >= 0, got {overlap}")
@@ -97,7 +104,8 @@ class Upscaler:
 
     @classmethod
     def from_pretrained(cls, name_or_path, **options) -> "Upscaler":
-        """An embedded model name (``photo-x4``, ``galaxy-x4``) or a ``.safetensors`` model file."""
+        """An embedded model name (``photo-x4``, ``galaxy-x4``), a ``.safetensors`` model file, or a
+        community model file (``.pth``, ``.safetensors``: ESRGAN, SwinIR, ...; needs srgan[community])."""
         return cls(load_model(name_or_path, device="cpu"), **options)
 
     def __repr__(self):
@@ -108,11 +116,16 @@ class Upscaler:
     def _default_overlap(self) -> int:
         """FITS (science data): the receptive radius, tiled == whole. Photos (8/16-bit output):
         at most PHOTO_OVERLAP, which changes 0.004% of 8-bit values by one level for photo-x4
-        (benchmarks/seams.py) and cuts the recomputed margin from 2.25x to 1.27x at 512^2 on the CPU."""
+        (benchmarks/seams.py) and cuts the recomputed margin from 2.25x to 1.27x at 512^2 on the CPU.
+        Community models: their family's default (benchmarks/community_seams.py)."""
+        if isinstance(self.model.config, CommunityConfig):
+            return self.radius
         return min(self.radius, PHOTO_OVERLAP) if self.is_photo_model else self.radius
 
     def _default_tile(self) -> int:
         cfg = self.model.config
+        if isinstance(cfg, CommunityConfig) and cfg.whole_image:  # the model tiles internally (spandrel)
+            return 0
         per_pixel = bytes_per_pixel(cfg.channels, cfg.scale, half=self.autocast_dtype is not None)
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
@@ -146,11 +159,14 @@ class Upscaler:
         fn = self._forward if model_pass else fn
         tile = self.tile if tile is None else tile
         overlap = self.overlap if overlap is None else overlap
+        cfg = self.model.config  # community hook: windows on the model's attention/unshuffle grid
+        align = cfg.align if model_pass and isinstance(cfg, CommunityConfig) else 1
         while True:
             try:
                 return upscale_tiled(fn, src, out, scale=self.scale, tile=tile, overlap=overlap,
                                      batch_size=self.batch_size, device=self.device, pre=pre, post=post,
-                                     channels_last=self.channels_last and model_pass, progress=progress)
+                                     channels_last=self.channels_last and model_pass, progress=progress,
+                                     align=align)
             except torch.cuda.OutOfMemoryError:
                 current = tile if tile > 0 else max(src.shape[-2:])
                 smaller = current // 2
