@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/train_defaults.sh photo-x4     # SRResNet, pixel (L1) loss, bicubic preset
 #   bash benchmarks/train_defaults.sh galaxy-x4    # 1-channel, astro preset, synthetic + real galaxies
+#   bash benchmarks/train_defaults.sh galaxy-x2    # the same at x2 (sized for a CPU)
 #   bash benchmarks/train_defaults.sh photo-x4-gan # SRGAN-MSE adversarial phase from the shipped photo-x4
 #   bash benchmarks/train_defaults.sh galaxy-heldout # print (and make) the held-out galaxy folder
 #   bash benchmarks/train_defaults.sh export NAME [RUN]  # copy RUNS/RUN/model.safetensors into srgan/weights and evaluate it
@@ -57,12 +58,14 @@ photo-x4)
     --val-every "${VAL_EVERY:-250}" --checkpoint-every "${CKPT_EVERY:-250}" --log-every "${LOG_EVERY:-25}" \
     --workers "$WORKERS" --seed 0 --device "$DEVICE" --no-progress
   ;;
-galaxy-x4)
+galaxy-x4|galaxy-x2)
+  # galaxy-x2 is galaxy-x4's recipe at x2: same data, architecture and held-out split
+  scale=${1#galaxy-x}
   STEPS=${STEPS:-2000}; BATCH=${BATCH:-16}; PATCH=${PATCH:-64}; LR=${LR:-2e-4}
   galaxy_data
   [ -d "$DATA/galaxy-train/synthetic" ] || srgan make-galaxies "$DATA/galaxy-train/synthetic" --n 256 --size 128 --seed 1
-  exec srgan train --hr "$DATA/galaxy-train" --out "$RUNS/galaxy-x4" $(resume_flag galaxy-x4) \
-    --val "$DATA/galaxy-heldout" --scale 4 --preset astro --pretrain-steps "$STEPS" --gan-steps 0 \
+  exec srgan train --hr "$DATA/galaxy-train" --out "$RUNS/$1" $(resume_flag "$1") \
+    --val "$DATA/galaxy-heldout" --scale "$scale" --preset astro --pretrain-steps "$STEPS" --gan-steps 0 \
     --batch-size "$BATCH" --patch-size "$PATCH" --blocks 8 --channels 32 --no-batch-norm --lr "$LR" --schedule cosine \
     --pixel-loss l1 --val-every "${VAL_EVERY:-250}" --checkpoint-every "${CKPT_EVERY:-250}" --log-every "${LOG_EVERY:-25}" \
     --workers "$WORKERS" --seed 0 --device "$DEVICE" --no-progress
@@ -86,7 +89,7 @@ export)
   name=${2:?usage: train_defaults.sh export NAME}
   cp "$RUNS/${3:-$name}/model.safetensors" "srgan/weights/$name.safetensors"
   case "$name" in
-    galaxy-x4) galaxy_data; srgan eval --model "$name" --hr "$DATA/galaxy-heldout" --json "srgan/weights/$name.eval.json" --markdown ;;
+    galaxy-x*) galaxy_data; srgan eval --model "$name" --hr "$DATA/galaxy-heldout" --json "srgan/weights/$name.eval.json" --markdown ;;
     *) srgan eval --model "$name" --hr "$SHARED/Set5" --hr "$SHARED/Set14" --hr "$SHARED/BSD100" \
          --json "srgan/weights/$name.eval.json" --markdown ;;
   esac
