@@ -49,6 +49,9 @@ def _psf(ctx, param, value):
 @device_option
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Arithmetic: auto = fp32 on the CPU, bf16 (or fp16) autocast on a GPU.")
+@click.option("--self-ensemble", is_flag=True,
+              help="Average the model over the 8 flips/rotations of the input: a little sharper "
+                   "and more accurate, 8x slower.")
 @click.option("--format", "fmt", type=click.Choice(["keep", *FORMATS]), default="keep", show_default=True,
               help="Output format of photos; keep = the input's (GIF -> PNG). FITS stay FITS. 16-bit "
                    "input stays 16-bit in png and tiff; jpg and webp are 8-bit.")
@@ -83,7 +86,7 @@ def _psf(ctx, param, value):
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars over files and tiles.  [default: when stderr is a terminal]")
 @report_errors
-def upscale_command(input, output, model, tile, overlap, batch_size, device, precision, fmt, quality,
+def upscale_command(input, output, model, tile, overlap, batch_size, device, precision, self_ensemble, fmt, quality,
                     skip_existing, pattern, workers, dry_run, max_pixels, hdu, flux, consistency, psf,
                     residual, progress):
     """Upscale photos and FITS images: INPUT file -> OUTPUT file, or INPUT folder -> OUTPUT folder.
@@ -117,7 +120,7 @@ def upscale_command(input, output, model, tile, overlap, batch_size, device, pre
     @functools.cache
     def load(name):
         return Upscaler.from_pretrained(name, device=device, precision=precision, tile=tile, overlap=overlap,
-                                        batch_size=batch_size)
+                                        batch_size=batch_size, self_ensemble=self_ensemble)
 
     def get_upscaler(kind):
         return load(model or DEFAULT_MODELS[kind])

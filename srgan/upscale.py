@@ -112,12 +112,19 @@ class Upscaler:
             16 px for photo models (8-bit output: 0.004% of values differ by one level from
             a whole-image pass with photo-x4). Smaller is faster and leaves seams.
         batch_size: tiles per forward pass; None = 1 on the CPU, 4 on a GPU.
+        self_ensemble: average the model over the 8 flips/rotations of each tile
+            (:class:`srgan.ensemble.SelfEnsemble`): a little more PSNR for 8x the compute.
     """
 
-    def __init__(self, model, device="auto", precision="auto", tile=None, overlap=None, batch_size=None):
+    def __init__(self, model, device="auto", precision="auto", tile=None, overlap=None, batch_size=None,
+                 self_ensemble=False):
         config = getattr(model, "config", None)
         if not isinstance(config, GeneratorConfig):
             raise ConfigError("Upscaler needs a srgan Generator (a module with a GeneratorConfig .config)")
+        if self_ensemble:
+            from srgan.ensemble import SelfEnsemble
+
+            model = SelfEnsemble(model)
         self.device = resolve_device(device)
         self.precision = precision
         self.autocast_dtype = resolve_precision(precision, self.device)
