@@ -126,3 +126,13 @@ def test_photo_memory_smoke(tmp_path):
     rows = json.loads((tmp_path / "m.json").read_text())["rows"]
     assert [r["tiles"] for r in rows] == [64, 4]  # 256 px photo in 32 px and 128 px tiles
     assert all(r["peak_rss_mb"] > 0 for r in rows)
+
+
+def test_self_ensemble_smoke(tmp_path):
+    stdout, record = _smoke("self_ensemble", tmp_path)
+    assert "GAIN photos (3 img): psnr_y " in stdout and "COST forward wall x" in stdout
+    (row,) = record["results"]
+    assert row["n_images"] == 3 and set(row["gain"]) == {"psnr_y", "ssim_y"}
+    assert row["gain"]["psnr_y"] == pytest.approx(row["self_ensemble"]["psnr_y"] - row["plain"]["psnr_y"])
+    assert row["gain"]["psnr_y"] != 0  # the ensembled model scores differently
+    assert record["cost"]["forward_cpu_ratio"] > 2  # 8 passes instead of 1
