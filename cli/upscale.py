@@ -6,12 +6,16 @@ import sys
 import click
 
 from srgan.batch import check_writable, plan_jobs, rank_and_world_size, run_jobs, shard
+from srgan.errors import ConfigError
 from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS
+from srgan.pretrained import default_model
 from srgan.upscale import PRECISIONS, Upscaler
 
 from .options import device_option, report_errors
 
-DEFAULT_MODELS = {"photo": "photo-x4", "fits": "galaxy-x4"}
+
+def _scale(ctx, param, value):
+    return None if value is None else int(value)
 
 
 def _hdu(ctx, param, value):
@@ -35,6 +39,9 @@ def _psf(ctx, param, value):
 @click.option("--model", default=None, metavar="NAME|PATH",
               help="Embedded model name or .safetensors model file.  [default: photo-x4 for photos, "
                    "galaxy-x4 for FITS]")
+@click.option("--scale", type=click.Choice(["2", "4"]), default=None, callback=_scale,
+              help="Upscaling factor: picks the embedded model of that scale for the input kind "
+                   "(x2 FITS: galaxy-x2); with --model, must be that model's.  [default: the model's]")
 @click.option("--tile", type=click.IntRange(min=0), default=None,
               help="Tile size in LR (input) pixels; 0 = whole image in one pass.  [default: auto: about "
                    "1 GiB of activations per pass on the CPU (256 px for photo-x4, 352 px for galaxy-x4), half the "
@@ -86,7 +93,7 @@ def _psf(ctx, param, value):
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars over files and tiles.  [default: when stderr is a terminal]")
 @report_errors
-def upscale_command(input, output, model, tile, overlap, batch_size, device, precision, self_ensemble, fmt, quality,
+def upscale_command(input, output, model, scale, tile, overlap, batch_size, device, precision, self_ensemble, fmt, quality,
                     skip_existing, pattern, workers, dry_run, max_pixels, hdu, flux, consistency, psf,
                     residual, progress):
     """Upscale photos and FITS images: INPUT file -> OUTPUT file, or INPUT folder -> OUTPUT folder.
@@ -123,7 +130,11 @@ def upscale_command(input, output, model, tile, overlap, batch_size, device, pre
                                         batch_size=batch_size, self_ensemble=self_ensemble)
 
     def get_upscaler(kind):
-        return load(model or DEFAULT_MODELS[kind])
+        up = load(model or default_model(kind, scale))
+        if scale is not None and up.scale != scale:
+            raise ConfigError(f"--scale {scale} conflicts with --model {model}, which upscales x{up.scale}: "
+                              "leave out one of them")
+        return up
 
     show = sys.stderr.isatty() if progress is None else progress
     fits_options = dict(hdu=hdu, flux=flux, consistency=consistency, psf=psf, residual=residual)
