@@ -2,6 +2,7 @@
 # Retrain the embedded default models (srgan/weights/) from the shared training sets.
 #
 #   bash benchmarks/train_defaults.sh photo-x4     # SRResNet, pixel (L1) loss, bicubic preset
+#   bash benchmarks/train_defaults.sh photo-x2     # the same at x2 (from scratch: --init keeps the init's scale)
 #   bash benchmarks/train_defaults.sh galaxy-x4    # 1-channel, astro preset, synthetic + real galaxies
 #   bash benchmarks/train_defaults.sh galaxy-x2    # the same at x2 (sized for a CPU)
 #   bash benchmarks/train_defaults.sh photo-x4-gan # SRGAN-MSE adversarial phase from the shipped photo-x4
@@ -13,7 +14,7 @@
 #
 # Environment: STEPS (total steps of the phase), BATCH, PATCH (HR px), LR, WORKERS, DEVICE,
 # VAL_EVERY, CKPT_EVERY, LOG_EVERY override the defaults below; SETS picks the photo training
-# sets; photo-x4 also takes RUN (run folder), INIT (--init model) and PRESET; photo-x4-gan takes
+# sets; photo-x4 and photo-x2 also take RUN (run folder), INIT (--init model) and PRESET; photo-x4-gan takes
 # ADV (adversarial weight). Each model card gives the exact command that made the shipped file.
 #
 # Training data: T91, BSD200 and General100, the training sets of ../shared/datasets, and the
@@ -48,12 +49,13 @@ galaxy_data() {
 resume_flag() { [ -f "$RUNS/$1/checkpoint.safetensors" ] && echo --resume || true; }
 
 case "${1:-}" in
-photo-x4)
+photo-x4|photo-x2)
+  scale=${1#photo-x}
   STEPS=${STEPS:-3000}; BATCH=${BATCH:-16}; PATCH=${PATCH:-96}; LR=${LR:-2e-4}
   photo_data
-  RUN=${RUN:-photo-x4}
+  RUN=${RUN:-$1}
   exec srgan train --hr "$DATA/photo-train" --out "$RUNS/$RUN" $(resume_flag "$RUN") ${INIT:+--init "$INIT"} \
-    --val "$SHARED/Set5" --scale 4 --preset "${PRESET:-bicubic}" --pretrain-steps "$STEPS" --gan-steps 0 \
+    --val "$SHARED/Set5" --scale "$scale" --preset "${PRESET:-bicubic}" --pretrain-steps "$STEPS" --gan-steps 0 \
     --batch-size "$BATCH" --patch-size "$PATCH" --no-batch-norm --lr "$LR" --schedule cosine --pixel-loss l1 \
     --val-every "${VAL_EVERY:-250}" --checkpoint-every "${CKPT_EVERY:-250}" --log-every "${LOG_EVERY:-25}" \
     --workers "$WORKERS" --seed 0 --device "$DEVICE" --no-progress
