@@ -38,10 +38,11 @@ def _psf(ctx, param, value):
 @click.argument("output", type=click.Path())
 @click.option("--model", default=None, metavar="NAME|PATH",
               help="Embedded model name or .safetensors model file.  [default: photo-x4 for photos, "
-                   "galaxy-x4 for FITS]")
+                   "galaxy-x4 for FITS (galaxy-x2 with --scale 2)]")
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None, callback=_scale,
               help="Upscaling factor: picks the embedded model of that scale for the input kind "
-                   "(x2 FITS: galaxy-x2); with --model, must be that model's.  [default: the model's]")
+                   "(FITS: galaxy-x2 or galaxy-x4; photos: photo-x4 only, so far); with --model, must be "
+                   "that model's.  [default: the model's]")
 @click.option("--tile", type=click.IntRange(min=0), default=None,
               help="Tile size in LR (input) pixels; 0 = whole image in one pass.  [default: auto: about "
                    "1 GiB of activations per pass on the CPU (256 px for photo-x4, 352 px for galaxy-x4), half the "

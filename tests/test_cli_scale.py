@@ -75,3 +75,16 @@ def test_scale_conflicting_with_the_model_is_an_error(weights, photo, tmp_path):
 def test_scale_must_be_2_or_4(photo, tmp_path):
     result = upscale(photo, tmp_path / "out.png", "--scale", "3")
     assert result.exit_code == 2 and "'3' is not one of '2', '4'" in result.output
+
+
+def test_fits_scale_2_uses_the_embedded_galaxy_x2(tmp_path):
+    from astropy.io import fits
+
+    data = np.random.default_rng(0).normal(10, 1, (20, 18)).astype(np.float32)
+    fits.PrimaryHDU(data).writeto(tmp_path / "in.fits")
+    for flags, name, scale in (([], "galaxy-x4", 4), (["--scale", "2"], "galaxy-x2", 2)):
+        out = tmp_path / f"x{scale}.fits"
+        result = upscale(tmp_path / "in.fits", out, *flags)
+        assert result.exit_code == 0, result.output
+        with fits.open(out) as f:
+            assert f[0].data.shape == (20 * scale, 18 * scale) and f[0].header["SRMODEL"] == name
