@@ -2,7 +2,9 @@
 # Retrain the embedded default models (srgan/weights/) from the shared training sets.
 #
 #   bash benchmarks/train_defaults.sh photo-x4     # SRResNet, pixel (L1) loss, bicubic preset
+#   bash benchmarks/train_defaults.sh photo-x2     # the same at x2 (from scratch: --init keeps the init's scale)
 #   bash benchmarks/train_defaults.sh galaxy-x4    # 1-channel, astro preset, synthetic + real galaxies
+#   bash benchmarks/train_defaults.sh galaxy-x2    # the same at x2 (sized for a CPU)
 #   bash benchmarks/train_defaults.sh photo-x4-gan # SRGAN-MSE adversarial phase from the shipped photo-x4
 #   bash benchmarks/train_defaults.sh galaxy-heldout # print (and make) the held-out galaxy folder
 #   bash benchmarks/train_defaults.sh export NAME [RUN]  # copy RUNS/RUN/model.safetensors into srgan/weights and evaluate it
@@ -12,7 +14,7 @@
 #
 # Environment: STEPS (total steps of the phase), BATCH, PATCH (HR px), LR, WORKERS, DEVICE,
 # VAL_EVERY, CKPT_EVERY, LOG_EVERY override the defaults below; SETS picks the photo training
-# sets; photo-x4 also takes RUN (run folder), INIT (--init model) and PRESET; photo-x4-gan takes
+# sets; photo-x4 and photo-x2 also take RUN (run folder), INIT (--init model) and PRESET; photo-x4-gan takes
 # ADV (adversarial weight). Each model card gives the exact command that made the shipped file.
 #
 # Training data: T91, BSD200 and General100, the training sets of ../shared/datasets, and the
@@ -47,22 +49,25 @@ galaxy_data() {
 resume_flag() { [ -f "$RUNS/$1/checkpoint.safetensors" ] && echo --resume || true; }
 
 case "${1:-}" in
-photo-x4)
+photo-x4|photo-x2)
+  scale=${1#photo-x}
   STEPS=${STEPS:-3000}; BATCH=${BATCH:-16}; PATCH=${PATCH:-96}; LR=${LR:-2e-4}
   photo_data
-  RUN=${RUN:-photo-x4}
+  RUN=${RUN:-$1}
   exec srgan train --hr "$DATA/photo-train" --out "$RUNS/$RUN" $(resume_flag "$RUN") ${INIT:+--init "$INIT"} \
-    --val "$SHARED/Set5" --scale 4 --preset "${PRESET:-bicubic}" --pretrain-steps "$STEPS" --gan-steps 0 \
+    --val "$SHARED/Set5" --scale "$scale" --preset "${PRESET:-bicubic}" --pretrain-steps "$STEPS" --gan-steps 0 \
     --batch-size "$BATCH" --patch-size "$PATCH" --no-batch-norm --lr "$LR" --schedule cosine --pixel-loss l1 \
     --val-every "${VAL_EVERY:-250}" --checkpoint-every "${CKPT_EVERY:-250}" --log-every "${LOG_EVERY:-25}" \
     --workers "$WORKERS" --seed 0 --device "$DEVICE" --no-progress
   ;;
-galaxy-x4)
+galaxy-x4|galaxy-x2)
+  # galaxy-x2 is galaxy-x4's recipe at x2: same data, architecture and held-out split
+  scale=${1#galaxy-x}
   STEPS=${STEPS:-2000}; BATCH=${BATCH:-16}; PATCH=${PATCH:-64}; LR=${LR:-2e-4}
   galaxy_data
   [ -d "$DATA/galaxy-train/synthetic" ] || srgan make-galaxies "$DATA/galaxy-train/synthetic" --n 256 --size 128 --seed 1
-  exec srgan train --hr "$DATA/galaxy-train" --out "$RUNS/galaxy-x4" $(resume_flag galaxy-x4) \
-    --val "$DATA/galaxy-heldout" --scale 4 --preset astro --pretrain-steps "$STEPS" --gan-steps 0 \
+  exec srgan train --hr "$DATA/galaxy-train" --out "$RUNS/$1" $(resume_flag "$1") \
+    --val "$DATA/galaxy-heldout" --scale "$scale" --preset astro --pretrain-steps "$STEPS" --gan-steps 0 \
     --batch-size "$BATCH" --patch-size "$PATCH" --blocks 8 --channels 32 --no-batch-norm --lr "$LR" --schedule cosine \
     --pixel-loss l1 --val-every "${VAL_EVERY:-250}" --checkpoint-every "${CKPT_EVERY:-250}" --log-every "${LOG_EVERY:-25}" \
     --workers "$WORKERS" --seed 0 --device "$DEVICE" --no-progress
@@ -86,7 +91,7 @@ export)
   name=${2:?usage: train_defaults.sh export NAME}
   cp "$RUNS/${3:-$name}/model.safetensors" "srgan/weights/$name.safetensors"
   case "$name" in
-    galaxy-x4) galaxy_data; srgan eval --model "$name" --hr "$DATA/galaxy-heldout" --json "srgan/weights/$name.eval.json" --markdown ;;
+    galaxy-x*) galaxy_data; srgan eval --model "$name" --hr "$DATA/galaxy-heldout" --json "srgan/weights/$name.eval.json" --markdown ;;
     *) srgan eval --model "$name" --hr "$SHARED/Set5" --hr "$SHARED/Set14" --hr "$SHARED/BSD100" \
          --json "srgan/weights/$name.eval.json" --markdown ;;
   esac

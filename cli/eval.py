@@ -8,7 +8,7 @@ import click
 from .options import device_option, model_option, preset_option, report_errors, tile_option
 
 
-def _command_line(model, hr, scale, preset, tile, seed) -> str:
+def _command_line(model, hr, scale, preset, tile, seed, self_ensemble) -> str:
     parts = ["srgan", "eval", "--model", str(model)]
     for d in hr:
         parts += ["--hr", str(d)]
@@ -17,6 +17,8 @@ def _command_line(model, hr, scale, preset, tile, seed) -> str:
             parts += [flag, str(value)]
     if seed:
         parts += ["--seed", str(seed)]
+    if self_ensemble:
+        parts.append("--self-ensemble")
     return " ".join(shlex.quote(p) for p in parts + ["--markdown"])
 
 
@@ -34,9 +36,11 @@ def _command_line(model, hr, scale, preset, tile, seed) -> str:
 @click.option("--rl-iterations", type=int, default=30, show_default=True,
               help="Richardson-Lucy iterations of the astro baseline.")
 @tile_option
+@click.option("--self-ensemble", is_flag=True,
+              help="Score the model averaged over the 8 flips/rotations of its input (8x the compute).")
 @device_option
 @report_errors
-def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterations, tile, device):
+def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterations, tile, self_ensemble, device):
     """Score a model and the baselines on folders of HR images.
 
     Each HR image is cropped to a multiple of the scale, degraded with the preset, upscaled
@@ -53,13 +57,13 @@ def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterati
     from srgan.evaluate import evaluate_folders, markdown as markdown_tables
 
     report = evaluate_folders(model, hr, scale=scale, preset=preset, device=device, tile=tile,
-                              seed=seed, rl_iterations=rl_iterations, progress=True)
+                              self_ensemble=self_ensemble, seed=seed, rl_iterations=rl_iterations, progress=True)
     data = report.to_dict()
     if json_path:
         text = json.dumps(data, indent=1) + "\n"
         atomic_write(json_path, lambda tmp: open(tmp, "w").write(text))
     if markdown:
-        click.echo(markdown_tables(data, command=_command_line(model, hr, scale, preset, tile, seed)))
+        click.echo(markdown_tables(data, command=_command_line(model, hr, scale, preset, tile, seed, self_ensemble)))
         return
     for ds in data["datasets"]:
         mean = ds["mean"]

@@ -240,11 +240,15 @@ def richardson_lucy_baseline(image: np.ndarray, psf: np.ndarray, iterations: int
     return out + shift
 
 
-def _upscaler(model, device="auto", tile=None, precision="fp32"):
+def _upscaler(model, device="auto", tile=None, precision="fp32", self_ensemble=False):
     from srgan.upscale import Upscaler
 
     if isinstance(model, (str, Path)):
-        return Upscaler.from_pretrained(model, device=device, tile=tile, precision=precision)
+        return Upscaler.from_pretrained(model, device=device, tile=tile, precision=precision,
+                                        self_ensemble=self_ensemble)
+    if self_ensemble:
+        raise ConfigError("self_ensemble applies to a model name or file; build the Upscaler with "
+                          "self_ensemble=True instead")
     return model
 
 
@@ -345,8 +349,8 @@ def _dataset_files(hr_dir: Path, astro: bool) -> list[Path]:
 
 
 def evaluate(model, hr_dir, *, scale: int | None = None, preset: str | None = None, device: str = "auto",
-             tile: int | None = None, precision: str = "fp32", seed: int = 0, rl_iterations: int = 30,
-             progress: bool = False) -> DatasetResult:
+             tile: int | None = None, precision: str = "fp32", self_ensemble: bool = False, seed: int = 0,
+             rl_iterations: int = 30, progress: bool = False) -> DatasetResult:
     """Score a model and the baselines on every image of one folder.
 
     Args:
@@ -354,8 +358,9 @@ def evaluate(model, hr_dir, *, scale: int | None = None, preset: str | None = No
         hr_dir: folder of HR photos (photo presets) or FITS files (``astro``).
         scale: must equal the model's scale when given (default: the model's).
         preset: degradation preset name (default: the one the model was trained for).
-        device, tile, precision: passed to ``Upscaler.from_pretrained`` when ``model`` is a name
-            or path; fp32 by default so that scores do not depend on a GPU's autocast.
+        device, tile, precision, self_ensemble: passed to ``Upscaler.from_pretrained`` when
+            ``model`` is a name or path; fp32 by default so that scores do not depend on a GPU's
+            autocast.
         seed: seed of the random degradations (photo presets other than bicubic, astro noise).
         rl_iterations: Richardson-Lucy iterations (astro).
         progress: show a tqdm bar.
@@ -368,7 +373,7 @@ def evaluate(model, hr_dir, *, scale: int | None = None, preset: str | None = No
 
     from srgan.degrade import PRESETS
 
-    up = _upscaler(model, device, tile, precision)
+    up = _upscaler(model, device, tile, precision, self_ensemble)
     scale = _check_scale(up, scale)
     preset = preset or up.info.preset
     if preset not in PRESETS:
@@ -400,12 +405,12 @@ def _check_scale(up, scale: int | None) -> int:
 
 def evaluate_folders(model, hr_dirs, *, scale: int | None = None, preset: str | None = None, device: str = "auto",
                      tile: int | None = None, precision: str = "fp32", seed: int = 0, rl_iterations: int = 30,
-                     progress: bool = False) -> EvalReport:
+                     progress: bool = False, self_ensemble: bool = False) -> EvalReport:
     """:func:`evaluate` on several folders with one loaded model; returns an :class:`EvalReport`.
 
     The arguments are :func:`evaluate`'s; ``device``, ``tile`` and ``precision`` load the model once.
     """
-    up = _upscaler(model, device, tile, precision)
+    up = _upscaler(model, device, tile, precision, self_ensemble)
     results = [evaluate(up, d, scale=scale, preset=preset, seed=seed, rl_iterations=rl_iterations, progress=progress)
                for d in hr_dirs]
     return EvalReport(model=up.info.name, model_sha256=up.info.sha256, model_preset=up.info.preset,

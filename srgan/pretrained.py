@@ -18,6 +18,7 @@ from pathlib import Path
 
 from srgan import checkpoint
 from srgan.checkpoint import ModelInfo, read_model_info
+from srgan.errors import ConfigError
 
 MODELS: dict[str, dict[str, str]] = {
     "photo-x4": {
@@ -34,7 +35,38 @@ MODELS: dict[str, dict[str, str]] = {
                 "galaxy FITS in ../shared/datasets/galaxies-fits (15 held out by object for evaluation: "
                 "benchmarks/galaxy-heldout.txt)",
     },
+    "galaxy-x2": {
+        "summary": "x2 for single-channel astronomical images (FITS): galaxy-x4's architecture and data at x2, "
+                   "trained on the CPU",
+        "data": "256 synthetic galaxies (srgan make-galaxies --n 256 --size 128 --seed 1) + 70 of the 85 real "
+                "galaxy FITS in ../shared/datasets/galaxies-fits (the 15 of benchmarks/galaxy-heldout.txt held "
+                "out by object for evaluation, as for galaxy-x4)",
+    },
 }
+
+
+# The model `srgan upscale` uses for an input kind ("photo" or "fits") at a scale; the x4 one
+# when no --scale is given.
+DEFAULTS: dict[tuple[str, int], str] = {
+    ("photo", 4): "photo-x4",
+    ("fits", 4): "galaxy-x4",
+    ("fits", 2): "galaxy-x2",
+}
+DEFAULT_SCALE = 4
+
+
+def default_model(kind: str, scale: int | None = None) -> str:
+    """The embedded model for ``kind`` ("photo" or "fits") at ``scale`` (None: x4).
+
+    Raises ConfigError, naming the scales there are, when no embedded model of that scale
+    fits the input kind.
+    """
+    scale = DEFAULT_SCALE if scale is None else scale
+    if (kind, scale) in DEFAULTS:
+        return DEFAULTS[(kind, scale)]
+    have = ", ".join(f"x{s}" for k, s in sorted(DEFAULTS) if k == kind) or "none"
+    raise ConfigError(f"no embedded {kind} model at x{scale} (embedded {kind} scales: {have}); "
+                      f"pass a x{scale} model file with --model, or leave out --scale")
 
 
 @dataclass

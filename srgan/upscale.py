@@ -72,14 +72,21 @@ class Upscaler:
             a whole-image pass with photo-x4); community models: their family's measured
             default (``CommunityConfig.overlap``). Smaller is faster and leaves seams.
         batch_size: tiles per forward pass; None = 1 on the CPU, 4 on a GPU.
+        self_ensemble: average the model over the 8 flips/rotations of each tile
+            (:class:`srgan.ensemble.SelfEnsemble`): a little more PSNR for 8x the compute.
     """
 
-    def __init__(self, model, device="auto", precision="auto", tile=None, overlap=None, batch_size=None):
+    def __init__(self, model, device="auto", precision="auto", tile=None, overlap=None, batch_size=None,
+                 self_ensemble=False):
         config = getattr(model, "config", None)
         community = isinstance(config, CommunityConfig)  # community hook (srgan.community)
         if not isinstance(config, GeneratorConfig) and not community:
             raise ConfigError("Upscaler needs a srgan Generator (a module with a GeneratorConfig .config) "
                               "or a community model from srgan.load_model")
+        if self_ensemble:
+            from srgan.ensemble import SelfEnsemble
+
+            model = SelfEnsemble(model)
         self.device = resolve_device(device)
         self.precision = precision
         self.autocast_dtype = resolve_precision(precision, self.device)

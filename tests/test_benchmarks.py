@@ -289,3 +289,12 @@ def test_gpu_run_smoke(tmp_path):
     assert len(ladder) == 2 * 5 and all(r["steps_per_s"] > 0 for r in ladder)  # no CUDA graph row on the CPU
     assert all(r["images_per_s"] > 0 for r in stages["batch"]["record"]["runs"])
     assert "SUMMARY" in proc.stdout and "levers_compile" in proc.stdout.split("SUMMARY")[-1]
+
+def test_self_ensemble_smoke(tmp_path):
+    stdout, record = _smoke("self_ensemble", tmp_path)
+    assert "GAIN photos (3 img): psnr_y " in stdout and "COST forward wall x" in stdout
+    (row,) = record["results"]
+    assert row["n_images"] == 3 and set(row["gain"]) == {"psnr_y", "ssim_y"}
+    assert row["gain"]["psnr_y"] == pytest.approx(row["self_ensemble"]["psnr_y"] - row["plain"]["psnr_y"])
+    assert row["gain"]["psnr_y"] != 0  # the ensembled model scores differently
+    assert record["cost"]["forward_cpu_ratio"] > 2  # 8 passes instead of 1

@@ -19,6 +19,7 @@ DOCUMENTED = {
     "photo-x4": (4, 3, "unit", "bicubic"),
     "photo-x4-real": (4, 3, "unit", "photo"),
     "galaxy-x4": (4, 1, "asinh", "astro"),
+    "galaxy-x2": (2, 1, "asinh", "astro"),
 }
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,9 +41,12 @@ def test_embedded_model_loads_and_upscales(name):
     up = Upscaler(g, device="cpu")
     if channels == 3:
         out = up.upscale(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8))
-        assert out.shape == (48, 40, 3) and out.dtype == np.uint8
-    else:
+        assert out.shape == (12 * scale, 10 * scale, 3) and out.dtype == np.uint8
+    elif scale == 4:
         _assert_restores_the_sample_galaxy(up)
+    else:  # galaxy-x2: guarded on held-out galaxies by test_galaxy_models_beat_bicubic_and_richardson_lucy_...
+        out = up.upscale(np.random.default_rng(0).normal(0, 1, (12, 10)).astype(np.float32))
+        assert out.shape == (12 * scale, 10 * scale) and np.isfinite(out).all()
 
 
 def _assert_restores_the_sample_galaxy(up):
@@ -80,15 +84,16 @@ def test_photo_x4_beats_bicubic_on_set5_images(tmp_path):
     assert mean["model"]["psnr_y"] > mean["bicubic"]["psnr_y"] + 1.5, mean
 
 
-def test_galaxy_x4_beats_bicubic_and_richardson_lucy_on_held_out_galaxies(tmp_path):
-    """Regression guard on two galaxies held out of galaxy-x4's training (benchmarks/galaxy-heldout.txt);
-    shipped weights: asinh PSNR +6.5 / +3.3 dB over bicubic, more over Richardson-Lucy."""
+@pytest.mark.parametrize("model", ["galaxy-x4", "galaxy-x2"])
+def test_galaxy_models_beat_bicubic_and_richardson_lucy_on_held_out_galaxies(tmp_path, model):
+    """Regression guard on two galaxies held out of the galaxy models' training (benchmarks/galaxy-heldout.txt);
+    shipped galaxy-x4: asinh PSNR +6.5 / +3.3 dB over bicubic, more over Richardson-Lucy."""
     from srgan.evaluate import evaluate
 
     fits_dir = shared_dataset("galaxies-fits")
     for name in ("ceers_jwst_nircam_f200w_13670.fits", "galsim_aegis_acs_f606w_9024.fits"):
         shutil.copy(fits_dir / name, tmp_path / name)
-    mean = evaluate("galaxy-x4", tmp_path, device="cpu").mean()
+    mean = evaluate(model, tmp_path, device="cpu").mean()
     for baseline in ("bicubic", "richardson-lucy"):
         assert mean["model"]["psnr_asinh"] > mean[baseline]["psnr_asinh"] + 2.0, mean
         assert mean["model"]["psnr_linear"] > mean[baseline]["psnr_linear"], mean
@@ -123,6 +128,6 @@ def test_models_command_lists_every_embedded_model_with_the_lr_preset_of_its_sco
     r = CliRunner().invoke(main, ["models"])
     assert r.exit_code == 0, r.output
     for name in DOCUMENTED:
-        assert f"{name}: x4" in r.output
+        assert f"{name}: x{DOCUMENTED[name][0]}," in r.output
     assert "BSD100 (100 img, photo LR, psnr_y / ssim_y)" in r.output  # photo-x4-real's scores
     assert "Set5 (5 img, bicubic LR, psnr_y / ssim_y)" in r.output  # photo-x4's
