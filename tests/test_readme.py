@@ -30,15 +30,20 @@ PROMISES = {
 }
 
 
+NOT_RUN = "# (needs your own model file)"  # first line of a block that names a file only a user has
+
+
 def python_blocks(text: str) -> list[tuple[int, str]]:
-    """(first line number, code) of every ```python block in ``text``."""
+    """(first line number, code) of every ```python block in ``text``, except NOT_RUN ones."""
     return [(text.count("\n", 0, m.start(1)) + 1, m.group(1))
-            for m in re.finditer(r"^```python\n(.*?)^```$", text, flags=re.M | re.S)]
+            for m in re.finditer(r"^```python\n(.*?)^```$", text, flags=re.M | re.S)
+            if not m.group(1).startswith(NOT_RUN)]
 
 
 def test_python_blocks_are_found():
     blocks = python_blocks("intro\n```python\nx = 1\n```\n```bash\nls\n```\n```python\ny = 2\nz = 3\n```\n")
     assert blocks == [(3, "x = 1\n"), (9, "y = 2\nz = 3\n")]
+    assert python_blocks(f"```python\n{NOT_RUN}\nx = 1\n```\n") == []
 
 
 def test_readme_python_examples_run_and_keep_their_promises(tmp_path, monkeypatch):

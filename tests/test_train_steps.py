@@ -15,7 +15,9 @@ from srgan.errors import ConfigError
 from srgan.losses import discriminator_loss_terms, generator_adversarial_loss, generator_loss, pixel_loss
 from srgan.models import Discriminator, Generator, GeneratorConfig
 from srgan.train import TrainConfig, gan_step, loss_weights, pretrain_step, resume, resume_config, save_checkpoint
-from test_train import make_photos, one_thread  # noqa: F401 (autouse fixture)
+from helpers import make_photos
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GAN_LOSSES = ("bce", "relativistic", "wgan-gp")
 ONLY_ADVERSARIAL = dict(content_weight=0.0, tv_weight=0.0, adversarial_weight=1.0)
