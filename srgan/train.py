@@ -748,7 +748,7 @@ def fit(config: TrainConfig) -> Path:
                     elapsed = wall_time + time.time() - t_start
                     save_checkpoint(ckpt_path, step=step, config=config, generator=generator, opt_g=opt_g,
                                     discriminator=discriminator, opt_d=opt_d, wall_time=elapsed)
-                    training = dict(summary, steps=step, wall_time_s=round(elapsed, 1), validation=last_val,
+                    training = dict(summary, steps=step, wall_time_s=round(elapsed, 3), validation=last_val,
                                     validation_bicubic=validation.bicubic if validation else {})
                     save_model(model_path, generator, normalization=normalization, preset=config.preset,
                                training=training)
