@@ -28,7 +28,7 @@ def model_option(required: bool = False, default: str | None = None):
     """``--model NAME|PATH``: an embedded model or a .safetensors file; ``default`` says what
     a command does without it (shown in --help)."""
     return click.option("--model", required=required, default=None, metavar="NAME|PATH",
-                        help=_with_default("Embedded model name (see `srgan models`) or a .safetensors model file.",
+                        help=_with_default("Embedded model name (see `srgan models`) or a model file: srgan .safetensors, or a community model (ESRGAN, Real-ESRGAN, SwinIR, ... as .pth or .safetensors, read weights-only; pip install 'srgan[community]').",
                                            default))
 
 

@@ -36,7 +36,7 @@ def _psf(ctx, param, value):
 @click.command("upscale")
 @click.argument("input", type=click.Path(exists=True))
 @click.argument("output", type=click.Path())
-@model_option(default="photo-x4 for photos, galaxy-x4 for FITS")
+@model_option(default="photo-x4 for photos, galaxy-x4 for FITS (galaxy-x2 with --scale 2)")
 @tile_option
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None, callback=_scale,
               help="Upscaling factor: picks the embedded model of that scale for the input kind "
