@@ -225,3 +225,38 @@ def test_nddata_conserve_divides_the_uncertainty(model, one_thread):
     out = sf.upscale_nddata(up, NDData(data, uncertainty=StdDevUncertainty(sigma), unit="electron"))
     np.testing.assert_allclose(out.uncertainty.array, 2.0 / S**2)
     assert np.mean(out.data) == pytest.approx(np.mean(data) / S**2, rel=1e-4)
+
+
+def flt(path):
+    """HST _flt style: two chips (SCI, ERR, DQ) x EXTVER 1, 2; the chips' WCSs differ, ERR has none."""
+    rng = np.random.default_rng(3)
+    hdus = [fits.PrimaryHDU()]
+    for ver in (1, 2):
+        h = wcs_header()
+        h["CRVAL2"] += 0.05 * ver
+        h["BUNIT"] = "ELECTRONS"
+        hdus += [fits.ImageHDU(rng.normal(100, 5, (H, W)).astype(np.float32), h, name="SCI", ver=ver),
+                 fits.ImageHDU(np.full((H, W), float(ver), np.float32), name="ERR", ver=ver),
+                 fits.ImageHDU(rng.integers(0, 2**15, (H, W)).astype(np.int16), name="DQ", ver=ver)]
+    fits.HDUList(hdus).writeto(path)
+
+
+def test_flt_chips_take_the_wcs_of_their_own_sci(model, tmp_path, one_thread):
+    _, up = model
+    src, dst = tmp_path / "x_flt.fits", tmp_path / "out.fits"
+    flt(src)
+    sf.upscale_fits(up, src, dst)
+    with fits.open(src) as fin, fits.open(dst) as fout:
+        for ver in (1, 2):
+            ref = quiet_wcs(fout["SCI", ver].header)
+            err = quiet_wcs(fout["ERR", ver].header)
+            np.testing.assert_allclose(err.wcs.crval, ref.wcs.crval)
+            np.testing.assert_allclose(fout["ERR", ver].data, ver / S**2)
+            np.testing.assert_array_equal(fout["DQ", ver].data, nearest(fin["DQ", ver].data))
+            assert fout["DQ", ver].data.dtype.kind == "i" and fout["DQ", ver].data.dtype.itemsize == 2
+        # the second chip only: its planes go with it, the first chip is copied unchanged
+        sf.upscale_fits(up, src, tmp_path / "chip2.fits", hdu=("SCI", 2))
+    with fits.open(src) as fin, fits.open(tmp_path / "chip2.fits") as f:
+        assert f["SCI", 2].data.shape == f["ERR", 2].data.shape == f["DQ", 2].data.shape == (H * S, W * S)
+        for name in ("SCI", "ERR", "DQ"):
+            np.testing.assert_array_equal(f[name, 1].data, fin[name, 1].data)

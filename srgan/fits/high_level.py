@@ -173,7 +173,7 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
         flux, note = products.flux_mode(o.flux, products.file_bunit(hdul, plan))
         o = dataclasses.replace(o, flux=flux)
         notes = [note] if note else []
-        sci = next((hdul[i].header for i in targets if (hdul[i].name or "").upper() == "SCI"), None)
+        sci = {hdul[i].ver: hdul[i].header for i in reversed(targets) if (hdul[i].name or "").upper() == "SCI"}
         what = psf_description(upscaler, o)
         gz = path_out.name.lower().endswith(".gz")
 
@@ -183,7 +183,7 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
                 nres = 0
                 for i, h in enumerate(hdul):
                     if plan.get(i, products.COPY) not in (products.NETWORK, products.COPY):
-                        out = products.propagated_hdu(h, plan[i], upscaler.scale, o.flux, i == 0, sci)
+                        out = products.propagated_hdu(h, plan[i], upscaler.scale, o.flux, i == 0, sci.get(h.ver))
                         f.write(hdu_bytes(out, primary=i == 0))
                         continue
                     if i not in targets:
