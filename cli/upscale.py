@@ -74,10 +74,10 @@ def _psf(ctx, param, value):
                    "against decompression bombs). 0 = no limit.")
 @click.option("--hdu", default=None, callback=_hdu, metavar="N|NAME",
               help="FITS: upscale only this HDU (index or EXTNAME).  [default: every 2-D image HDU]")
-@click.option("--flux", type=click.Choice(["conserve", "surface-brightness"]), default="conserve",
-              show_default=True,
+@click.option("--flux", type=click.Choice(["conserve", "surface-brightness"]), default=None,
               help="FITS: conserve = each output pixel holds 1/scale^2 of the flux (total flux kept); "
-                   "surface-brightness = values comparable per pixel with the input's.")
+                   "surface-brightness = values comparable per pixel with the input's.  [default: "
+                   "surface-brightness when BUNIT is per solid angle (MJy/sr, .../arcsec2), else conserve]")
 @click.option("--consistency/--no-consistency", default=False, show_default=True,
               help="FITS: correct the output by back-projection until re-degrading it reproduces the "
                    "input within the noise.")

@@ -388,13 +388,14 @@ def test_gzipped_in_and_out(up, tmp_path):
 
 
 def multi_extension(path):
+    """Two plain images (no SCI: not a pipeline product, see test_fits_products.py) and a table."""
     table = fits.BinTableHDU.from_columns(
         [fits.Column(name="ID", format="J", array=np.arange(5)),
          fits.Column(name="FLUX", format="E", array=np.ones(5))],
         name="CAT")
     table.header["TABCARD"] = ("kept", "a card of the table")
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(galaxy(), tan_header("pc"), name="SCI"), table,
-                  fits.ImageHDU(galaxy(seed=2, sky=5.0), name="ERR")]).writeto(path)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(galaxy(), tan_header("pc"), name="IMG1"), table,
+                  fits.ImageHDU(galaxy(seed=2, sky=5.0), name="IMG2")]).writeto(path)
 
 
 def test_multi_extension_with_table(up, tmp_path):
@@ -402,15 +403,15 @@ def test_multi_extension_with_table(up, tmp_path):
     multi_extension(src)
     sf.upscale_fits(up, src, dst)
     with fits.open(src) as fin, fits.open(dst) as fout:
-        assert [h.name for h in fout] == ["PRIMARY", "SCI", "CAT", "ERR"]
+        assert [h.name for h in fout] == ["PRIMARY", "IMG1", "CAT", "IMG2"]
         assert fout[0].data is None and fout[1].data.shape == (64, 80) and fout[3].data.shape == (64, 80)
         np.testing.assert_array_equal(fout["CAT"].data, fin["CAT"].data)
         assert fout["CAT"].header.tostring() == fin["CAT"].header.tostring()
     # only the chosen HDU: the other image is copied unchanged too
-    sf.upscale_fits(up, src, dst, hdu="SCI")
+    sf.upscale_fits(up, src, dst, hdu="IMG1")
     with fits.open(src) as fin, fits.open(dst) as fout:
-        assert fout["SCI"].data.shape == (64, 80)
-        np.testing.assert_array_equal(fout["ERR"].data, fin["ERR"].data)
+        assert fout["IMG1"].data.shape == (64, 80)
+        np.testing.assert_array_equal(fout["IMG2"].data, fin["IMG2"].data)
 
 
 def test_residual_hdus_follow_their_images(up, tmp_path):
@@ -418,8 +419,8 @@ def test_residual_hdus_follow_their_images(up, tmp_path):
     multi_extension(src)
     sf.upscale_fits(up, src, dst, residual=True)
     with fits.open(dst) as f:
-        assert [(h.name, h.ver) for h in f] == [("PRIMARY", 1), ("SCI", 1), ("SRRESID", 1), ("CAT", 1),
-                                               ("ERR", 1), ("SRRESID", 2)]
+        assert [(h.name, h.ver) for h in f] == [("PRIMARY", 1), ("IMG1", 1), ("SRRESID", 1), ("CAT", 1),
+                                               ("IMG2", 1), ("SRRESID", 2)]
         assert f[2].data.shape == (32, 40) and quiet_wcs(f[2].header).has_celestial
 
 
@@ -548,7 +549,7 @@ class TestFitsOptions:
     def test_upscale_fits_takes_the_hdu_from_the_options(self, up, tmp_path):
         src, dst = tmp_path / "mef.fits", tmp_path / "out.fits"
         multi_extension(src)
-        sf.upscale_fits(up, src, dst, options=sf.FitsOptions(hdu="ERR", flux="surface-brightness"))
+        sf.upscale_fits(up, src, dst, options=sf.FitsOptions(hdu="IMG2", flux="surface-brightness"))
         with fits.open(src) as fin, fits.open(dst) as fout:
-            np.testing.assert_array_equal(fout["SCI"].data, fin["SCI"].data)  # not chosen: copied
-            assert fout["ERR"].data.shape == (64, 80) and fout["ERR"].header["SRFLUX"] == "surface-brightness"
+            np.testing.assert_array_equal(fout["IMG1"].data, fin["IMG1"].data)  # not chosen: copied
+            assert fout["IMG2"].data.shape == (64, 80) and fout["IMG2"].header["SRFLUX"] == "surface-brightness"

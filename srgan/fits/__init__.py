@@ -8,9 +8,10 @@ Every input form an astropy user holds is accepted (:func:`parse_input`), and th
   rescaled (``A'_p_q = A_p_q * s^(1-p-q)``, same for B, AP, BP); TPV/PV terms, which act on
   intermediate world coordinates, are kept. What cannot be rescaled (lookup-table distortion)
   is removed with a warning naming it (:func:`rescale_header`).
-- flux: ``flux="conserve"`` (default): each output pixel holds its share of the flux, so the
+- flux: ``flux="conserve"``: each output pixel holds its share of the flux, so the
   sum over the output equals the sum over the input; ``flux="surface-brightness"``: output
-  pixel values are on the input's per-pixel scale (the sum is s^2 larger). Either way the
+  pixel values are on the input's per-pixel scale (the sum is s^2 larger); default (None):
+  surface-brightness when BUNIT is per solid angle (MJy/sr, ...), else conserve. Either way the
   network's output is corrected so that the total flux is exactly the input's
   (:func:`srgan.consistency.conserve_flux`); the mode is written to the ``SRFLUX`` card.
 - precision and range: float32 out, never quantised (compressed output is lossless GZIP_2);
@@ -44,6 +45,8 @@ One module per job (the public names below are importable from ``srgan.fits``):
   (also what ``srgan eval`` scores).
 - :mod:`srgan.fits.paged`, :mod:`srgan.fits.stream`: memory-mapped arrays and the streaming writer.
 - :mod:`srgan.fits.high_level`: :func:`upscale_fits`, :func:`upscale_hdu`, :func:`upscale_nddata`.
+- :mod:`srgan.fits.products`: pipeline products (SCI + ERR/VAR/WHT/DQ/CON): which plane goes
+  through the network, the others propagated by nearest neighbour; the flux mode from BUNIT.
 - :mod:`srgan.fits.options`: :class:`FitsOptions`.
 """
 

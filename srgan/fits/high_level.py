@@ -10,6 +10,7 @@ header (:mod:`srgan.fits.header`). Options come as keywords, or as one
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from astropy.io import fits
 
 from srgan.checkpoint import atomic_write
 from srgan.errors import ConfigError, InputError
+from srgan.fits import products
 from srgan.fits.header import history_notes, output_header, rescale_wcs, residual_hdu
 from srgan.fits.options import FitsOptions, resolve_options
 from srgan.fits.parse import describe_hdus, image_hdus, open_fits, parse_input, select_hdu
@@ -26,14 +28,15 @@ from srgan.fits.pipeline import check_model, psf_description, upscale_array
 from srgan.fits.stream import compressed_hdu, gzip_open, hdu_bytes, input_array, write_upscaled
 
 
-def upscale_hdu(upscaler, hdu, *, flux: str = "conserve", consistency: bool = False, psf=None,
+def upscale_hdu(upscaler, hdu, *, flux: str | None = None, consistency: bool = False, psf=None,
                 residual: bool = False, options: FitsOptions | None = None):
     """Upscale one image HDU (or anything :func:`parse_input` accepts) in memory.
 
     Args:
         upscaler: :class:`srgan.upscale.Upscaler` with a 1-channel asinh model.
         hdu: PrimaryHDU/ImageHDU/CompImageHDU (or path, HDUList with one image, (array, Header), ...).
-        flux: "conserve" (output sums to the input flux) or "surface-brightness".
+        flux: "conserve" (output sums to the input flux), "surface-brightness", or None: from
+            BUNIT (surface-brightness for units per solid angle such as MJy/sr, else conserve).
         consistency: back-project until A(SR) reproduces the input within the noise.
         psf: PSF of A: FWHM in input pixels, PSF FITS file or array on the input grid, or None
             (the model's training preset).
@@ -49,9 +52,11 @@ def upscale_hdu(upscaler, hdu, *, flux: str = "conserve", consistency: bool = Fa
     """
     o = resolve_options(options, FitsOptions(flux=flux, consistency=consistency, psf=psf, residual=residual))
     data, header, _ = parse_input(hdu, o.hdu)
+    flux, note = products.flux_mode(o.flux, header.get("BUNIT"))
+    o = dataclasses.replace(o, flux=flux)
     out, resid, results = upscale_array(upscaler, data, o)
     what = psf_description(upscaler, o)
-    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what))
+    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what) + ([note] if note else []))
     compressed = isinstance(hdu, fits.CompImageHDU)
     if compressed:
         image = compressed_hdu(out, h, hdu)
@@ -63,16 +68,19 @@ def upscale_hdu(upscaler, hdu, *, flux: str = "conserve", consistency: bool = Fa
     return fits.HDUList([*first, residual_hdu(resid, header, results, what, 1)])
 
 
-def upscale_nddata(upscaler, nd, *, flux: str = "conserve", consistency: bool = False, psf=None,
+def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool = False, psf=None,
                    residual: bool = False, options: FitsOptions | None = None):
     """Upscale an astropy NDData/CCDData; returns the same class.
 
     data: upscaled; wcs: rescaled (None if none); mask: upscaled by repetition (each output
     pixel inherits its parent's mask); unit and meta kept (meta: rescaled header with
-    provenance when it is a Header). Uncertainty: StdDev/Variance/InverseVariance are
-    repeated onto the output grid and scaled like the data (divided by s^2 in "conserve"
-    mode, squared for variances). This is an approximation: the s^2 output pixels of one input
-    pixel are fully correlated, so summed over that block they give the input's uncertainty.
+    provenance when it is a Header). ``flux=None`` (default) picks the mode from ``unit`` (or
+    BUNIT): surface-brightness for units per solid angle (MJy/sr, ...), else conserve.
+    Uncertainty: StdDev/Variance/InverseVariance are repeated onto the output grid and scaled
+    like the data (:func:`srgan.fits.products.propagate`: in "conserve" mode sigma / s^2,
+    variance / s^4, inverse variance * s^4; unchanged in "surface-brightness" mode). The s^2
+    output pixels of one input pixel are fully correlated, so summed (conserve) or averaged
+    over that block they give the input's uncertainty; what the network adds is not included.
     Other uncertainty types and ``NDData.psf`` are dropped with a warning. Options as in
     :func:`upscale_hdu` (``options.hdu`` does not apply).
 
@@ -85,22 +93,22 @@ def upscale_nddata(upscaler, nd, *, flux: str = "conserve", consistency: bool = 
         raise TypeError(f"expected an astropy NDData or CCDData, got {type(nd).__name__}")
     data, header, wcs = parse_input(nd)
     s = upscaler.scale
+    flux, note = products.flux_mode(o.flux, nd.unit if nd.unit is not None else header.get("BUNIT"))
+    o = dataclasses.replace(o, flux=flux)
     out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o)
     what = psf_description(upscaler, o)
-    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what))
+    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what) + ([note] if note else []))
     new_wcs = rescale_wcs(wcs, s) if wcs is not None else None
 
-    def up(a):
-        return np.repeat(np.repeat(np.asarray(a), s, axis=-2), s, axis=-1)
-
-    mask = up(nd.mask) if nd.mask is not None and np.ndim(nd.mask) == data.ndim else nd.mask
+    mask = products.upsample(nd.mask, s) if nd.mask is not None and np.ndim(nd.mask) == data.ndim else nd.mask
     uncertainty = None
     if nd.uncertainty is not None:
-        u, k = nd.uncertainty, float(s * s) if o.flux == "conserve" else 1.0
-        scaled = {StdDevUncertainty: 1 / k, VarianceUncertainty: 1 / k**2, InverseVariance: k**2}
+        u = nd.uncertainty
+        kinds = {StdDevUncertainty: products.STDDEV, VarianceUncertainty: products.VARIANCE,
+                 InverseVariance: products.WEIGHT}
         kind = type(u)
-        if kind in scaled:
-            uncertainty = kind(up(u.array) * scaled[kind], unit=u.unit)
+        if kind in kinds:  # the same propagation as the ERR/VAR/WHT planes of a FITS file
+            uncertainty = kind(products.propagate(u.array, kinds[kind], s, o.flux), unit=u.unit)
         else:
             warnings.warn(f"uncertainty of type {kind.__name__} cannot be propagated and is dropped", stacklevel=2)
     if getattr(nd, "psf", None) is not None:
@@ -118,13 +126,17 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
-def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str = "conserve", consistency: bool = False,
+def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = None, consistency: bool = False,
                  psf=None, residual: bool = False, options: FitsOptions | None = None) -> Path:
     """Upscale a FITS file into a new FITS file, written atomically.
 
     Every image HDU with 2 or more axes is upscaled (cubes plane by plane), or only ``hdu``
     (index, EXTNAME or (EXTNAME, EXTVER)); all other HDUs (tables, other images, distortion
-    arrays) are copied unchanged. Plain, gzipped (``.gz``) and tile-compressed (``.fz``,
+    arrays) are copied unchanged. Pipeline products (JWST i2d/cal, HST drz/flt): only SCI goes
+    through the network; ERR, VAR_*, WHT, DQ, CON and the other planes are put on the new grid
+    by nearest neighbour with uncertainties scaled for the flux mode (:mod:`srgan.fits.products`).
+    ``flux=None`` (default): from the science plane's BUNIT (surface-brightness for MJy/sr
+    and other units per solid angle, else conserve). Plain, gzipped (``.gz``) and tile-compressed (``.fz``,
     CompImageHDU) input is read; a compressed image HDU is written compressed (lossless
     GZIP_2), output names ending in ``.gz`` are gzipped. With ``residual=True`` an ``SRRESID``
     HDU follows each upscaled HDU. See :func:`upscale_hdu` for the other options; ``options``
@@ -148,7 +160,8 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str = "conserve
                           "overwrites its input)")
     check_model(upscaler)
     with open_fits(path_in) as hdul, contextlib.ExitStack() as mappings:
-        targets = image_hdus(hdul) if o.hdu is None else [select_hdu(hdul, o.hdu)]
+        plan = products.plan_hdus(hdul, o.hdu)
+        targets = [i for i, kind in plan.items() if kind == products.NETWORK]
         if not targets:
             raise InputError(f"{path_in}: no image HDU with 2-D data to upscale; HDUs: {'; '.join(describe_hdus(hdul))}")
         inputs = {i: input_array(hdul[i], path_in, mappings, f"{path_in} HDU {i}") for i in targets}
@@ -157,6 +170,10 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str = "conserve
             if ndim < 2:
                 raise InputError(f"{path_in}: HDU {i} has {ndim}-D data; "
                                  "only images with 2 or more axes can be upscaled (--hdu N or NAME)")
+        flux, note = products.flux_mode(o.flux, products.file_bunit(hdul, plan))
+        o = dataclasses.replace(o, flux=flux)
+        notes = [note] if note else []
+        sci = {hdul[i].ver: hdul[i].header for i in reversed(targets) if (hdul[i].name or "").upper() == "SCI"}
         what = psf_description(upscaler, o)
         gz = path_out.name.lower().endswith(".gz")
 
@@ -165,11 +182,15 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str = "conserve
             with opener(tmp, "wb+") as f:
                 nres = 0
                 for i, h in enumerate(hdul):
+                    if plan.get(i, products.COPY) not in (products.NETWORK, products.COPY):
+                        out = products.propagated_hdu(h, plan[i], upscaler.scale, o.flux, i == 0, sci.get(h.ver))
+                        f.write(hdu_bytes(out, primary=i == 0))
+                        continue
                     if i not in targets:
                         f.write(hdu_bytes(h, primary=i == 0))
                         continue
                     resid, results = write_upscaled(f, upscaler, h, inputs[i], i == 0, stream=not gz, options=o,
-                                                    what=what)
+                                                    what=what, notes=notes)
                     if o.residual:
                         nres += 1
                         f.write(hdu_bytes(residual_hdu(resid, h.header, results, what, nres), primary=False))

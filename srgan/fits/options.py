@@ -26,8 +26,10 @@ class FitsOptions:
         hdu: the HDU to upscale: index, EXTNAME or (EXTNAME, EXTVER); None = every image
             HDU with 2 or more axes (``upscale_fits``) or the only one. Used by the functions
             that read files or HDULists (``--hdu``).
-        flux: ``"conserve"`` (the output sums to the input's flux) or ``"surface-brightness"``
-            (output values on the input's per-pixel scale) (``--flux``).
+        flux: ``"conserve"`` (the output sums to the input's flux), ``"surface-brightness"``
+            (output values on the input's per-pixel scale), or None: chosen from BUNIT
+            (surface-brightness for units per solid angle such as MJy/sr, else conserve;
+            conserve for bare arrays) (``--flux``).
         consistency: back-project until the re-degraded output reproduces the input within
             its noise (``--consistency``).
         psf: PSF of the forward operator for ``consistency``/``residual``: a Gaussian FWHM in
@@ -46,7 +48,7 @@ class FitsOptions:
     """
 
     hdu: int | str | tuple[str, int] | None = None
-    flux: str = "conserve"
+    flux: str | None = None
     consistency: bool = False
     psf: float | str | os.PathLike | np.ndarray | None = None
     residual: bool = False
@@ -56,7 +58,7 @@ class FitsOptions:
         named = isinstance(hdu, tuple) and len(hdu) == 2 and isinstance(hdu[0], str) and _is_int(hdu[1])
         if not (hdu is None or _is_int(hdu) or isinstance(hdu, str) or named):
             raise ConfigError(f"hdu must be an index, an EXTNAME or (EXTNAME, EXTVER), got {hdu!r} (--hdu N or NAME)")
-        if self.flux not in FLUX_MODES:
+        if self.flux is not None and self.flux not in FLUX_MODES:
             raise ConfigError(f"flux must be one of {FLUX_MODES}, got {self.flux!r} (--flux)")
         for name, flag in (("consistency", "--consistency/--no-consistency"), ("residual", "--residual")):
             if not isinstance(getattr(self, name), (bool, np.bool_)):

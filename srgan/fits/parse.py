@@ -70,13 +70,17 @@ def image_hdus(hdul, min_ndim: int = 2) -> list[int]:
 def select_hdu(hdul, hdu) -> int:
     """Index of the HDU named by ``hdu`` (index, EXTNAME, (EXTNAME, EXTVER)) or the only image HDU.
 
-    Raises InputError when ``hdu`` is None and the file has no or several 2-D image HDUs, or
-    when ``hdu`` does not exist.
+    With ``hdu=None``, a pipeline product's one ``SCI`` HDU is its science image (its ERR, DQ,
+    ... planes describe it). Raises InputError when ``hdu`` is None and the file has no 2-D
+    image HDU, or several and not exactly one SCI, or when ``hdu`` does not exist.
     """
     if hdu is None:
         candidates = image_hdus(hdul)
         if len(candidates) == 1:
             return candidates[0]
+        sci = [i for i in candidates if (hdul[i].name or "").upper() == "SCI"]
+        if len(sci) == 1:
+            return sci[0]
         if not candidates:
             raise InputError(f"no image HDU with 2-D data; HDUs: {'; '.join(describe_hdus(hdul))}")
         listed = "; ".join(describe_hdus(hdul)[i] for i in candidates)

@@ -20,6 +20,7 @@ Planes may be memory-mapped (:class:`srgan.fits.paged.PagedArray`): everything w
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -140,6 +141,8 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None) -> tu
     Raises:
         InputError: the plane has no finite pixel.
     """
+    if options.flux is None:  # no header here to choose from (srgan.fits.products.flux_mode): conserve
+        options = dataclasses.replace(options, flux="conserve")
     s = upscaler.scale
     raw = plane if plane.dtype.kind == "f" else np.asarray(plane, dtype=np.float32)  # memmaps stay memmaps
     valid = finite_mask(raw)

@@ -103,16 +103,18 @@ def _image_header(cards: fits.Header, shape, primary: bool) -> fits.Header:
     return h
 
 
-def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, options: FitsOptions, what: str | None):
+def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, options: FitsOptions, what: str | None,
+                   notes=()):
     """Upscale one HDU (its ``data``) and append it to the open output file ``f``; returns (residual, results).
 
-    ``what`` describes the PSF for the HISTORY notes (None without consistency/residual).
+    ``what`` describes the PSF for the HISTORY notes (None without consistency/residual);
+    ``notes``: more HISTORY notes (e.g. how the flux mode was chosen).
     """
     s = upscaler.scale
     shape = (*data.shape[:-2], data.shape[-2] * s, data.shape[-1] * s)
     if isinstance(hdu, fits.CompImageHDU) or not stream:
         out, resid, results = upscale_array(upscaler, data, options)
-        h = output_header(hdu.header, upscaler, options.flux, history_notes(results, options.consistency, what))
+        h = output_header(hdu.header, upscaler, options.flux, history_notes(results, options.consistency, what) + list(notes))
         if isinstance(hdu, fits.CompImageHDU):
             f.write(hdu_bytes(compressed_hdu(out, h, hdu), primary=False))
         else:
@@ -123,7 +125,7 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
         return resid, results
     # streaming: the header first, then a memory-mapped data block. The back-projection note is
     # known only after the pixels: a placeholder of the same length is written first.
-    cards = output_header(hdu.header, upscaler, options.flux, history_notes([], options.consistency, what))
+    cards = output_header(hdu.header, upscaler, options.flux, history_notes([], options.consistency, what) + list(notes))
     header = _image_header(cards, shape, primary)
     start = f.tell()
     f.write(header.tostring().encode("ascii"))
@@ -143,7 +145,7 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     if options.consistency:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the header's warnings were given on the first pass
-            cards = output_header(hdu.header, upscaler, options.flux, history_notes(results, True, what))
+            cards = output_header(hdu.header, upscaler, options.flux, history_notes(results, True, what) + list(notes))
         final = _image_header(cards, shape, primary).tostring().encode("ascii")
         if len(final) != offset - start:
             raise RuntimeError("streamed FITS header changed size")  # cannot happen: fixed-width notes

@@ -1,0 +1,191 @@
+"""Pipeline products (JWST ``_i2d``/``_cal``, HST ``_drz``/``_flt``): which HDU goes through the network.
+
+A pipeline product holds one science image (``SCI``) and planes that describe it: its
+uncertainty (``ERR``, ``VAR_*``, ``WHT``), flags (``DQ``, ``CON``) and tables. Only SCI is
+super-resolved; the others are put on the same finer grid analytically, by nearest neighbour
+(each output pixel takes its parent input pixel's value), so flags keep their dtype and bits
+and uncertainties follow the flux mode:
+
+=============  =============================  ===========================
+plane          ``flux="conserve"``            ``flux="surface-brightness"``
+=============  =============================  ===========================
+ERR (sigma)    ERR / s^2                      ERR
+VAR, VAR_*     VAR / s^4                      VAR
+WHT, IVM       WHT * s^4 (inverse variance)   WHT
+=============  =============================  ===========================
+
+That is exact for an output that is the input repeated (divided by s^2 in conserve mode): the
+s x s output pixels of one input pixel are fully correlated, so their sum (conserve) or mean
+(surface brightness) has the input pixel's uncertainty. What the network adds is not included.
+
+:func:`plan_hdus` classifies the HDUs of a file, :func:`flux_mode` picks the flux mode from
+BUNIT, :func:`propagated_hdu` builds one non-network plane. Pure functions of HDUs and arrays.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from astropy.io import fits
+
+from srgan.fits.header import _is_surface_brightness, content_cards, header_wcs, rescale_header, wcs_keys
+from srgan.fits.parse import hdu_data, image_hdus, select_hdu
+
+NETWORK, STDDEV, VARIANCE, WEIGHT, FLAGS, NEAREST, COPY = (
+    "network", "stddev", "variance", "weight", "flags", "nearest", "copy")
+STDDEV_NAMES = ("ERR",)
+VARIANCE_NAMES = ("VAR",)  # and every VAR_* (JWST VAR_POISSON, VAR_RNOISE, VAR_FLAT)
+WEIGHT_NAMES = ("WHT", "IVM")
+FLAG_NAMES = ("DQ", "CON", "CTX", "SAMP")  # bitmasks, context images, sample counts
+#: what each kind of plane becomes (HISTORY text; s = scale)
+DESCRIPTIONS = {
+    STDDEV: {"conserve": "ERR / s^2", "surface-brightness": "values kept"},
+    VARIANCE: {"conserve": "VAR / s^4", "surface-brightness": "values kept"},
+    WEIGHT: {"conserve": "WHT * s^4", "surface-brightness": "values kept"},
+    FLAGS: {"conserve": "dtype and bits kept", "surface-brightness": "dtype and bits kept"},
+    NEAREST: {"conserve": "values kept", "surface-brightness": "values kept"},
+}
+
+
+def exposure_weights(primary: fits.Header) -> bool:
+    """True when the header says WHT is an exposure-time map, not an inverse variance
+    (HST drizzle ``FINALWHT = 'EXP'``, JWST resample ``RESWHT = 'exptime'``)."""
+    hst = str(primary.get("FINALWHT", "")).strip().upper()
+    jwst = str(primary.get("RESWHT", "")).strip().lower()
+    return hst == "EXP" or jwst == "exptime"
+
+
+def plane_kind(hdu, has_sci: bool, exposure: bool = False) -> str:
+    """The kind of one image HDU by its EXTNAME (and dtype in a file with SCI).
+
+    SCI -> network; ERR -> stddev; VAR/VAR_* -> variance; WHT/IVM -> weight (nearest with
+    ``exposure``); DQ/CON/CTX/SAMP -> flags; in a file with SCI, other integer planes -> flags
+    and other float planes (AREA, TIME, ...) -> nearest; otherwise network (a plain image file).
+    """
+    name = (hdu.name or "").strip().upper()
+    if name == "SCI":
+        return NETWORK
+    if name in STDDEV_NAMES:
+        return STDDEV
+    if name in VARIANCE_NAMES or name.startswith("VAR_"):
+        return VARIANCE
+    if name in WEIGHT_NAMES:
+        return NEAREST if exposure else WEIGHT
+    if name in FLAG_NAMES:
+        return FLAGS
+    if not has_sci:
+        return NETWORK
+    integer = int(hdu.header.get("BITPIX", -32)) > 0 and float(hdu.header.get("BSCALE", 1)) == 1.0
+    return FLAGS if integer else NEAREST
+
+
+def plan_hdus(hdul, hdu=None) -> dict[int, str]:
+    """HDU index -> kind for every image HDU with 2 or more axes that changes grid (others: copied).
+
+    Without ``hdu``: every such HDU by :func:`plane_kind`. With ``hdu`` (index, EXTNAME or
+    (EXTNAME, EXTVER)): that HDU goes through the network and the planes of its EXTVER that
+    describe it (ERR, VAR_*, WHT, DQ, ...; only when it is a SCI) are propagated; the rest is copied.
+    """
+    images = image_hdus(hdul)
+    has_sci = any((hdul[i].name or "").upper() == "SCI" for i in images)
+    exposure = exposure_weights(hdul[0].header)
+    kinds = {i: plane_kind(hdul[i], has_sci, exposure) for i in images}
+    if hdu is None:
+        return kinds
+    chosen = select_hdu(hdul, hdu)
+    plan = {chosen: NETWORK}
+    if (hdul[chosen].name or "").upper() == "SCI":
+        ver = hdul[chosen].ver
+        plan.update({i: k for i, k in kinds.items() if k != NETWORK and hdul[i].ver == ver})
+    return plan
+
+
+def flux_mode(requested: str | None, bunit) -> tuple[str, str | None]:
+    """(flux mode, HISTORY note or None): ``requested`` when given, else from BUNIT.
+
+    BUNIT per solid angle (MJy/sr, erg/s/cm2/A/arcsec2, ...) -> ``"surface-brightness"``;
+    anything else (counts, electron/s, Jy, no BUNIT) -> ``"conserve"``.
+
+    >>> flux_mode(None, "MJy/sr")
+    ('surface-brightness', "flux surface-brightness chosen from BUNIT 'MJy/sr'")
+    >>> flux_mode(None, "electron/s")
+    ('conserve', None)
+    """
+    if requested is not None:
+        return requested, None
+    if bunit is not None and _is_surface_brightness(bunit):
+        return "surface-brightness", f"flux surface-brightness chosen from BUNIT {str(bunit)[:30]!r}"
+    return "conserve", None
+
+
+def file_bunit(hdul, plan: dict[int, str]):
+    """BUNIT of the first network HDU, else of the primary header (None without one)."""
+    for i, kind in plan.items():
+        if kind == NETWORK and "BUNIT" in hdul[i].header:
+            return hdul[i].header["BUNIT"]
+    return hdul[0].header.get("BUNIT")
+
+
+def upsample(a: np.ndarray, s: int) -> np.ndarray:
+    """Nearest-neighbour upsampling of the last two axes by ``s`` (dtype and values kept exactly).
+
+    >>> upsample(np.array([[1, 2]], np.uint8), 2)
+    array([[1, 1, 2, 2],
+           [1, 1, 2, 2]], dtype=uint8)
+    """
+    return np.repeat(np.repeat(np.asarray(a), s, axis=-2), s, axis=-1)
+
+
+def propagate(a: np.ndarray, kind: str, s: int, flux: str) -> np.ndarray:
+    """One plane on the grid ``s`` times finer: nearest neighbour, scaled per the module table.
+
+    Float planes come out float32 (float64 stays float64); flags keep their dtype.
+    """
+    if kind == FLAGS:
+        return upsample(a, s)
+    a = np.asarray(a)
+    a = a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+    a = a.astype(a.dtype.newbyteorder("="), copy=False)
+    k = float(s * s) if flux == "conserve" else 1.0
+    factor = {STDDEV: 1 / k, VARIANCE: 1 / k**2, WEIGHT: k**2}.get(kind, 1.0)
+    out = upsample(a, s)
+    if factor != 1.0:
+        out *= a.dtype.type(factor)
+    return out
+
+
+def propagated_hdu(hdu, kind: str, s: int, flux: str, primary: bool, sci_header: fits.Header | None = None):
+    """The output HDU of a non-network plane: :func:`propagate` d data, rescaled header, HISTORY.
+
+    ``sci_header``: the SCI input header whose rescaled WCS is copied into a plane that has no
+    WCS of its own and the same (H, W) (JWST writes the WCS only in SCI). A compressed input
+    plane stays compressed (lossless).
+    """
+    from srgan.fits.stream import compressed_hdu
+
+    data = hdu_data(hdu, f"HDU {hdu.name}")
+    out = propagate(data, kind, s, flux)
+    h = content_cards(rescale_header(hdu.header, s))
+    notes = [f"srgan: x{s} nearest-neighbour, not by the network: {DESCRIPTIONS[kind][flux]}"]
+    if sci_header is not None and header_wcs(hdu.header) is None and sci_header.get("NAXIS1") == hdu.header.get(
+            "NAXIS1") and sci_header.get("NAXIS2") == hdu.header.get("NAXIS2"):
+        sci = rescale_header(sci_header, s)
+        keys = wcs_keys(sci)
+        if keys:
+            for key in keys:
+                h[key] = (sci[key], sci.comments[key])
+            notes.append("srgan: WCS copied from SCI (this plane had none)")
+    h["SRSCALE"] = (s, "srgan output pixels per input pixel per axis")
+    h["SRFLUX"] = (flux, "flux mode of the SCI plane")
+    for note in notes:
+        h.add_history(note)
+    if isinstance(hdu, fits.CompImageHDU):
+        if out.dtype.kind == "f":
+            return compressed_hdu(out.astype(np.float32), h, hdu)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            return fits.CompImageHDU(out, header=h, compression_type=hdu.compression_type)
+    if primary:
+        return fits.PrimaryHDU(out, header=h)
+    return fits.ImageHDU(out, header=h)
