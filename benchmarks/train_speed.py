@@ -37,7 +37,6 @@ turns off autocast's weight-cast cache through their ``amp_cache`` argument.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import threading
 import time
@@ -53,8 +52,8 @@ from srgan.losses import VGGContentLoss
 from srgan.models import Discriminator, Generator, GeneratorConfig, count_parameters
 from srgan.normalize import Normalization
 from srgan.train import TrainConfig, gan_step, pretrain_step, training_pair
-from srgan.device import resolve_device
 
+from common import parse, parser, setup_device
 from profile_forward import device_busy
 from throughput import PeakMemory, machine_info, machine_line, sync, write_json
 
@@ -316,7 +315,7 @@ def profiled_busy(fn, batches, device) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--configs", default=None, help="BATCHxPATCH list [default: 16x96,64x128 on a GPU, "
                    "16x96,32x96 on the CPU]")
     p.add_argument("--phases", default="pretrain,gan", help="pretrain, gan or both [default: both]")
@@ -341,17 +340,13 @@ def parse_args(argv=None):
     p.add_argument("--ladder-log-every", type=int, default=20)
     p.add_argument("--profile-steps", type=int, default=None, help="steps profiled for the GPU's busy share "
                    "[default: 5 on a GPU, 1 on the CPU; 0: none]")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON (rewritten "
-                   "after each row)")
-    p.add_argument("--smoke", action="store_true", help="tiny models and patches, 1 step, no warm-up: seconds")
-    return p.parse_args(argv)
+    return parse(p, argv, "tiny models and patches, 1 step, no warm-up: seconds",
+                 json="also write the results as JSON (rewritten after each row)")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = setup_device(args)
     gpu = device.type == "cuda"
     if gpu:
         torch.backends.cudnn.benchmark = True  # as fit does
