@@ -22,7 +22,6 @@ the model was not computing; on a GPU also the mean NVML utilisation sampled eve
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import tempfile
@@ -33,8 +32,9 @@ import numpy as np
 
 from srgan.batch import plan_jobs, run_jobs
 from srgan.imageio import Photo, read_photo, write_photo
-from srgan.upscale import Upscaler, resolve_device
+from srgan.upscale import Upscaler
 
+from common import parse, parser, setup_device
 from throughput import default_model, machine_info, machine_line, sync, test_image, write_json
 from train_speed import GpuUtilisation
 
@@ -63,7 +63,7 @@ def _median_time(fn, items) -> float:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--size", type=int, default=2048, help="LR side of each file [default: 2048]")
     p.add_argument("--count", type=int, default=6, help="files in the folder [default: 6]")
     p.add_argument("--workers", default="1,2,4", help="I/O worker counts, comma-separated [default: 1,2,4; "
@@ -72,14 +72,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--model", default=None, help="model name or .safetensors [default: photo-x4, else random-init]")
     p.add_argument("--tmpdir", default=None, help="where the temporary folders go [default: the system's]")
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--smoke", action="store_true", help="tiny model and files: seconds")
-    return p.parse_args(argv)
+    return parse(p, argv, "tiny model and files: seconds")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device = setup_device(args)
     size, count = (32, 3) if args.smoke else (args.size, args.count)
     workers = [int(w) for w in ("1,2" if args.smoke else args.workers).split(",") if w]
     suffix = f".{args.format}"

@@ -24,7 +24,6 @@ random-weight network of the same architecture.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -36,6 +35,8 @@ from PIL import Image
 from srgan import Generator, GeneratorConfig, load_model
 from srgan.community import community_model, pad_to_requirements
 from srgan.tiling import upscale_tiled
+
+from common import parse, parser
 
 
 def spandrel_models(smoke: bool) -> dict:
@@ -105,7 +106,7 @@ def seam_rows(fn, scale: int, lr: np.ndarray, tile: int, overlaps: list[int], re
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--image", type=Path, help="an RGB photo (a centre crop is the LR input) [default: random pixels]")
     p.add_argument("--size", type=int, default=60,
                    help="LR crop side [default: 60, not a multiple of the attention windows]")
@@ -115,9 +116,7 @@ def main(argv=None) -> list[dict]:
                    help="reflected context of the whole-image pass [default: 64]")
     p.add_argument("--no-calibration", action="store_true", help="skip photo-x4 vs its random-weight twin")
     p.add_argument("--only", default=None, metavar="TEXT", help="only the models whose name contains TEXT")
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--smoke", action="store_true", help="tiny random models and image: seconds")
-    args = p.parse_args(argv)
+    args = parse(p, argv, "tiny random models and image: seconds")
     torch.manual_seed(0)
     torch.set_grad_enabled(False)
     overlaps = [int(o) for o in args.overlaps.split(",")]

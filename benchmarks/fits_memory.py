@@ -24,7 +24,6 @@ Disk: input 4 size^2 bytes plus output 64 size^2 bytes in ``--tmpdir``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import resource
@@ -44,6 +43,7 @@ from srgan.errors import ModelError
 from srgan.models import Generator, GeneratorConfig
 from srgan.normalize import Normalization
 
+from common import parse, parser
 from throughput import machine_info, machine_line, write_json
 
 TARGET_MB = 2048
@@ -147,15 +147,13 @@ def check_output(path: Path, size: int, scale: int = 4) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--size", type=int, default=10000, help="input side in pixels [default: 10000]")
     p.add_argument("--model", default=None, help="model name or file [default: galaxy-x4, else a tiny one]")
     p.add_argument("--device", default="cpu", help="--device for srgan upscale [default: cpu]")
     p.add_argument("--tile", type=int, default=None, help="--tile for srgan upscale [default: the engine's]")
     p.add_argument("--tmpdir", default=None, help="where the temporary files go [default: the system's]")
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--smoke", action="store_true", help="a 96 px image and a tiny model: seconds")
-    return p.parse_args(argv)
+    return parse(p, argv, "a 96 px image and a tiny model: seconds")
 
 
 def main(argv=None) -> dict:

@@ -33,7 +33,6 @@ finished.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import time
@@ -44,8 +43,9 @@ import torch
 
 from srgan.metrics import psnr_data
 from srgan.tiling import plan_tiles, read_window, window_size
-from srgan.upscale import Upscaler, resolve_device
+from srgan.upscale import Upscaler
 
+from common import parse, parser, setup_device
 from throughput import (conv_flops_per_output_pixel, default_model, engine_work, machine_info, machine_line,
                         matmul_peak, measure, one_tile_at_a_time, sync, test_image, write_json)
 
@@ -250,7 +250,7 @@ def _row_setup(runner: Runner, size: int) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--size", type=int, default=2048, help="LR side of the test image [default: 2048]")
     p.add_argument("--device", default="auto")
     p.add_argument("--model", default=None, help="model name or .safetensors [default: photo-x4, else random-init]")
@@ -266,14 +266,12 @@ def parse_args(argv=None):
     p.add_argument("--base-precision", default="auto")
     p.add_argument("--base-io", choices=IO_MODES, default="numpy")
     p.add_argument("--base-compile", choices=COMPILE_MODES, default=None)
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--smoke", action="store_true", help="tiny model and image, one round, eager compile: seconds")
-    return p.parse_args(argv)
+    return parse(p, argv, "tiny model and image, one round, eager compile: seconds")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device = setup_device(args)
     gpu = device.type == "cuda"
     size, repeats = (40, 1) if args.smoke else (args.size, args.repeats)
     backend = "eager" if args.smoke else args.compile_backend

@@ -12,11 +12,12 @@ add their activations, which grow with the tile's area, not with the number of t
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from common import parse, parser
 
 CHILD = """
 import resource, sys, time
@@ -39,13 +40,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.time() - t
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--size", type=int, default=2048, help="LR side in pixels [default: 2048]")
     p.add_argument("--tiles", default="128,256", help="tile sizes, comma-separated [default: 128,256]")
     p.add_argument("--model", default="photo-x4", help="embedded model, file, or 'tiny' [default: photo-x4]")
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--smoke", action="store_true", help="a 256 px photo and a tiny model: seconds")
-    args = p.parse_args(argv)
+    args = parse(p, argv, "a 256 px photo and a tiny model: seconds")
     if args.smoke:
         args.size, args.tiles, args.model = 256, "32,128", "tiny"
     rows = []

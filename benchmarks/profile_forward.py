@@ -18,7 +18,6 @@ a kernel or a copy (:func:`device_busy`).
 
 from __future__ import annotations
 
-import argparse
 from contextlib import nullcontext
 
 import numpy as np
@@ -29,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 from srgan import Generator, GeneratorConfig, Upscaler
 from srgan.errors import ModelError
 
+from common import parse, parser
 from throughput import machine_info, write_json
 
 
@@ -64,7 +64,7 @@ def _self_time(avg, cuda: bool) -> float:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--size", type=int, default=512, help="LR side in pixels [default: 512]")
     p.add_argument("--batch", type=int, default=1, help="images per pass [default: 1]")
     p.add_argument("--engine", action="store_true", help="profile Upscaler.upscale of an S x S uint8 image "
@@ -72,9 +72,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--model", default="photo-x4", help="model name or .safetensors [default: photo-x4]")
     p.add_argument("--rows", type=int, default=20, help="table rows [default: 20]")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the top operators and busy share as JSON")
-    p.add_argument("--smoke", action="store_true", help="tiny model and input: seconds")
-    return p.parse_args(argv)
+    return parse(p, argv, "tiny model and input: seconds", json="also write the top operators and busy share as JSON")
 
 
 def main(argv=None) -> str:

@@ -12,7 +12,6 @@ real photo: for each overlap, the maximum and RMS difference from the whole-imag
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -23,6 +22,8 @@ from PIL import Image
 
 from srgan import Generator, GeneratorConfig, Upscaler
 from srgan.tiling import upscale_tiled
+
+from common import parse, parser
 
 
 def upscale_float(up: Upscaler, lr: np.ndarray, tile: int, overlap: int) -> np.ndarray:
@@ -35,15 +36,13 @@ def upscale_float(up: Upscaler, lr: np.ndarray, tile: int, overlap: int) -> np.n
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--image", type=Path, help="an RGB photo (a centre crop is used as the LR input)")
     p.add_argument("--model", default="photo-x4")
     p.add_argument("--size", type=int, default=192, help="LR crop side [default: 192]")
     p.add_argument("--tile", type=int, default=48, help="tile side, small so that there are many seams [default: 48]")
     p.add_argument("--overlaps", default="0,4,8,16,24,32", help="comma-separated [default: 0,4,8,16,24,32]")
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--smoke", action="store_true", help="tiny random model and image: seconds")
-    args = p.parse_args(argv)
+    args = parse(p, argv, "tiny random model and image: seconds")
     torch.manual_seed(0)
     if args.smoke:
         up = Upscaler(Generator(GeneratorConfig(channels=8, blocks=2)), device="cpu", precision="fp32")

@@ -13,7 +13,6 @@ shared machine the CPU-time ratio is the steadier figure.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from srgan.checkpoint import save_model
 from srgan.evaluate import evaluate_folders
 from srgan.models import Generator, GeneratorConfig
 from srgan.upscale import Upscaler
+from common import parse, parser
 from throughput import machine_info, machine_line, write_json
 
 
@@ -86,14 +86,12 @@ def measure(model, folders, ensemble: bool, device: str) -> tuple[dict, ForwardT
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--model", default="photo-x4", help="model name or file [default: photo-x4]")
     p.add_argument("--hr", action="append", type=Path, default=[], help="folder of HR images (repeat)")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images of each folder, by name")
     p.add_argument("--device", default="cpu", help="[default: cpu]")
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--smoke", action="store_true", help="a tiny model on three synthetic photos: seconds")
-    a = p.parse_args(argv)
+    a = parse(p, argv, "a tiny model on three synthetic photos: seconds")
     if not a.smoke and not a.hr:
         p.error("give --hr FOLDER (or --smoke)")
     return a

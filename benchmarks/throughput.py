@@ -30,7 +30,6 @@ from /proc/self/statm every 5 ms during the run (else the process-lifetime ru_ma
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import ctypes
@@ -54,7 +53,9 @@ from srgan.fold import fold_batchnorm
 from srgan.metrics import psnr_data
 from srgan.models import count_parameters
 from srgan.tiling import bytes_per_pixel, plan_tiles, window_size
-from srgan.upscale import Upscaler, resolve_device
+from srgan.upscale import Upscaler
+
+from common import parse, parser, setup_device
 
 PAPER_FLOPS = 277_272  # issue 7: FLOP per output pixel of SRResNet B16/C64 x4 (RGB)
 BUDGET_S = 600.0  # per image size: no further timing round once this is spent (at least one)
@@ -406,7 +407,7 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--sizes", default=None, help="LR sizes, comma-separated [default: 128,512,2048 "
                    "(plus 4096 on a GPU)]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
@@ -422,16 +423,12 @@ def parse_args(argv=None):
                    "(e.g. 128,192,384)")
     p.add_argument("--no-levers", action="store_true", help="skip the levers section")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile lever")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--smoke", action="store_true", help="tiny model and images, one round: seconds")
-    return p.parse_args(argv)
+    return parse(p, argv, "tiny model and images, one round: seconds")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = setup_device(args)
     gpu = device.type == "cuda"
     if args.smoke:
         sizes, repeats, lever_size, usual_tile, mm_n = [24, 40], 1, 24, 16, 256

@@ -30,14 +30,13 @@ the device's kernel and copy intervals over the span of the steps).
     python benchmarks/train_speed.py --configs 64x128 --ladder  # the step levers, cumulatively
     python benchmarks/train_speed.py --smoke                    # tiny model: seconds
 
-``fit`` keeps its step inline, so this script repeats it with the same modules and loss
-functions; keep the two in step.
+The steps are fit's own (``srgan.train.pretrain_step`` and ``gan_step``), called on the
+modules the levers make (fused or capturable Adam, compiled wrappers); a CUDA-graph capture
+turns off autocast's weight-cast cache through their ``amp_cache`` argument.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import statistics
 import threading
 import time
@@ -49,12 +48,12 @@ import numpy as np
 import torch
 
 from srgan.degrade import PRESETS, downsample
-from srgan.losses import LossWeights, VGGContentLoss, discriminator_loss_terms, generator_loss, pixel_loss
+from srgan.losses import VGGContentLoss
 from srgan.models import Discriminator, Generator, GeneratorConfig, count_parameters
 from srgan.normalize import Normalization
-from srgan.train import TrainConfig, training_pair
-from srgan.device import resolve_device
+from srgan.train import TrainConfig, gan_step, pretrain_step, training_pair
 
+from common import parse, parser, setup_device
 from profile_forward import device_busy
 from throughput import PeakMemory, machine_info, machine_line, sync, write_json
 
@@ -119,12 +118,11 @@ class Trainer:
             raise ValueError("--cuda-graph needs a CUDA device")
         if options.sync_free_degrade and preset != "bicubic":
             raise ValueError(f"--sync-free-degrade is for the bicubic preset only, not {preset!r}")
-        self.device, self.grad_clip, self.options = device, grad_clip, options
+        self.device, self.amp, self.options = device, amp, options
         self.memory_format = torch.channels_last
-        # CUDA graphs replay the casts they captured: autocast must not cache casted weights across steps
-        self.autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not options.cuda_graph))
-                         if amp else contextlib.nullcontext)
-        self.config = TrainConfig(scale=arch.scale, preset=preset)  # what training_pair reads
+        # what training_pair and the steps read; fit's defaults: MSE pixel loss, BCE GAN loss,
+        # content 1 + adversarial 1e-3 + TV 2e-8
+        self.config = TrainConfig(scale=arch.scale, preset=preset, lr=lr, grad_clip=grad_clip, vgg_layer=vgg_layer)
         self.normalization = Normalization("asinh") if preset == "astro" else Normalization("unit")
         self.generator = Generator(arch).to(device).to(memory_format=self.memory_format).train()
         self.discriminator = Discriminator(arch.in_channels, disc_base).to(device).to(memory_format=self.memory_format)
@@ -133,7 +131,6 @@ class Trainer:
         extra.update({"capturable": True} if options.cuda_graph else {})
         adam = lambda params: torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), **extra)  # noqa: E731
         self.opt_g, self.opt_d = adam(self.generator.parameters()), adam(self.discriminator.parameters())
-        self.weights = LossWeights(pixel=0.0, content=1.0, adversarial=1e-3, tv=2e-8)
         # the modules the steps call; compiled wrappers share the parameters of the originals
         self.g, self.d, self.vgg = self.generator, self.discriminator, self.content
         if options.compile_mode is not None:
@@ -161,39 +158,15 @@ class Trainer:
             self._graphs[phase] = CapturedStep(core, x, y)
         return self._graphs[phase](x, y)
 
-    def _clip(self, module):
-        torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], self.grad_clip)
-
     def pretrain_core(self, x, y):
-        with self.autocast():
-            sr = self.g(x)
-        loss = pixel_loss(sr.float(), y, kind="mse")
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self._clip(self.generator)
-        self.opt_g.step()
-        return loss.detach()
+        """fit's phase-1 step (``srgan.train.pretrain_step``); returns the pixel loss."""
+        return pretrain_step(self.g, self.opt_g, x, y, self.config, amp=self.amp,
+                             amp_cache=not self.options.cuda_graph)["pixel"]
 
     def gan_core(self, x, y):
-        with self.autocast():
-            sr = self.g(x)
-        sr = sr.float()
-        self.discriminator.requires_grad_(True)
-        with self.autocast():
-            d_total, _ = discriminator_loss_terms(self.d, y, sr, gan_loss="bce", weights=self.weights)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_total.float().backward()
-        self._clip(self.discriminator)
-        self.opt_d.step()
-        self.discriminator.requires_grad_(False)
-        with self.autocast():
-            loss, _ = generator_loss(sr, y, weights=self.weights, discriminator=self.d,
-                                     content=self.vgg, gan_loss="bce")
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.float().backward()
-        self._clip(self.generator)
-        self.opt_g.step()
-        return loss.detach()
+        """fit's phase-2 step (``srgan.train.gan_step``: D, then G); returns G's weighted loss."""
+        return gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.config, content=self.vgg, amp=self.amp,
+                        amp_cache=not self.options.cuda_graph)["generator"]
 
 
 class CapturedStep:
@@ -342,7 +315,7 @@ def profiled_busy(fn, batches, device) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--configs", default=None, help="BATCHxPATCH list [default: 16x96,64x128 on a GPU, "
                    "16x96,32x96 on the CPU]")
     p.add_argument("--phases", default="pretrain,gan", help="pretrain, gan or both [default: both]")
@@ -367,17 +340,13 @@ def parse_args(argv=None):
     p.add_argument("--ladder-log-every", type=int, default=20)
     p.add_argument("--profile-steps", type=int, default=None, help="steps profiled for the GPU's busy share "
                    "[default: 5 on a GPU, 1 on the CPU; 0: none]")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON (rewritten "
-                   "after each row)")
-    p.add_argument("--smoke", action="store_true", help="tiny models and patches, 1 step, no warm-up: seconds")
-    return p.parse_args(argv)
+    return parse(p, argv, "tiny models and patches, 1 step, no warm-up: seconds",
+                 json="also write the results as JSON (rewritten after each row)")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = setup_device(args)
     gpu = device.type == "cuda"
     if gpu:
         torch.backends.cudnn.benchmark = True  # as fit does

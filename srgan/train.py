@@ -311,8 +311,8 @@ def _make_content_loss(config: TrainConfig, device):
 # ----------------------------------------------------------------------------- one step of each phase
 
 
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+def _autocast(device: torch.device, amp: bool, cache: bool = True):
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache) if amp else nullcontext()
 
 
 def loss_weights(config: TrainConfig) -> LossWeights:
@@ -322,7 +322,7 @@ def loss_weights(config: TrainConfig) -> LossWeights:
 
 
 def pretrain_step(generator: torch.nn.Module, opt_g: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                  config: TrainConfig, *, amp: bool = False) -> dict[str, torch.Tensor]:
+                  config: TrainConfig, *, amp: bool = False, amp_cache: bool = True) -> dict[str, torch.Tensor]:
     """One phase-1 (SRResNet) step: pixel loss of ``generator(x)`` against ``y``, backward, clip, Adam.
 
     Args:
@@ -333,11 +333,13 @@ def pretrain_step(generator: torch.nn.Module, opt_g: torch.optim.Optimizer, x: t
             (:func:`training_pair`).
         config: ``pixel_loss`` (mse or l1) and ``grad_clip`` (0: no clipping) are read.
         amp: run the forward pass under bf16 autocast (the loss is computed in fp32).
+        amp_cache: autocast's cache of casted weights; False when the step is captured as a
+            CUDA graph (a replay must redo the casts of the updated weights).
 
     Returns:
         {"pixel": loss, "grad_norm_g": G's gradient norm before clipping}, detached 0-d tensors.
     """
-    with _autocast(x.device, amp):
+    with _autocast(x.device, amp, amp_cache):
         sr = generator(x)
     sr = sr.float()
     loss = pixel_loss(sr, y, kind=config.pixel_loss)
@@ -351,7 +353,7 @@ def pretrain_step(generator: torch.nn.Module, opt_g: torch.optim.Optimizer, x: t
 def gan_step(generator: torch.nn.Module, discriminator: Discriminator, opt_g: torch.optim.Optimizer,
              opt_d: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
              content: torch.nn.Module | None = None, amp: bool = False, rng: torch.Generator | None = None,
-             world_size: int = 1) -> dict[str, torch.Tensor]:
+             world_size: int = 1, amp_cache: bool = True) -> dict[str, torch.Tensor]:
     """One phase-2 (SRGAN) step: the discriminator's update, then the generator's.
 
     ``sr = generator(x)`` once; D steps on (y, sr detached) with ``config.gan_loss`` (plus the
@@ -370,6 +372,8 @@ def gan_step(generator: torch.nn.Module, discriminator: Discriminator, opt_g: to
         rng: draws the gradient penalty's interpolation weights (wgan-gp).
         world_size: processes under torchrun; above 1, D's gradients are all-reduced (mean)
             before clipping, so every rank takes the same D step (G's are DDP's job).
+        amp_cache: autocast's weight-cast cache (False for a CUDA-graph capture, as in
+            :func:`pretrain_step`).
 
     Returns:
         The unweighted G terms ("content", "adversarial", "tv"), "generator" (G's weighted
@@ -377,12 +381,12 @@ def gan_step(generator: torch.nn.Module, discriminator: Discriminator, opt_g: to
         "grad_norm_g", "grad_norm_d" (before clipping): detached 0-d tensors.
     """
     weights = loss_weights(config)
-    with _autocast(x.device, amp):
+    with _autocast(x.device, amp, amp_cache):
         sr = generator(x)
     sr = sr.float()
 
     discriminator.requires_grad_(True)
-    with _autocast(x.device, amp):
+    with _autocast(x.device, amp, amp_cache):
         d_total, d_terms = discriminator_loss_terms(discriminator, y, sr, gan_loss=config.gan_loss,
                                                     weights=weights, generator=rng)
     opt_d.zero_grad(set_to_none=True)
@@ -393,7 +397,7 @@ def gan_step(generator: torch.nn.Module, discriminator: Discriminator, opt_g: to
     opt_d.step()
 
     discriminator.requires_grad_(False)  # G step: gradients reach G through D, D stays put
-    with _autocast(x.device, amp):
+    with _autocast(x.device, amp, amp_cache):
         loss, terms = generator_loss(sr, y, weights=weights, discriminator=discriminator, content=content,
                                      gan_loss=config.gan_loss)
     opt_g.zero_grad(set_to_none=True)

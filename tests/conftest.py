@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from srgan.checkpoint import save_model
 from srgan.models import Generator, GeneratorConfig
+from srgan.normalize import Normalization
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 TINY = dict(scale=2, channels=8, blocks=1)  # 8,059 parameters: milliseconds per call on a CPU
@@ -64,15 +66,26 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_generator():
     """Factory of tiny generators, in eval mode on the CPU in float32 (tests move them).
 
     ``make_generator(**config)`` is ``Generator(GeneratorConfig(**config))`` with the tiny
     defaults x2, 8 channels, 1 block filled in; pass what a test depends on explicitly.
+    Session-scoped (it holds no state) so that module-scoped fixtures can build with it too.
     """
     def make(**config) -> Generator:
         return Generator(GeneratorConfig(**{**TINY, **config})).eval()
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_model_file(make_generator):
+    """Factory of tiny model files: ``make_model_file(path, normalization=, preset=, **config)``
+    saves ``make_generator(**config)`` with :func:`srgan.checkpoint.save_model` and returns ``path``."""
+    def make(path, *, normalization: Normalization = Normalization(), preset: str = "bicubic", **config):
+        save_model(path, make_generator(**config), normalization=normalization, preset=preset)
+        return path
     return make
 
 

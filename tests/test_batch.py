@@ -10,14 +10,13 @@ from PIL import Image
 
 from srgan.batch import Job, check_writable, plan_jobs, rank_and_world_size, run_jobs, shard
 from srgan.errors import ConfigError, InputError
-from srgan.models import Generator, GeneratorConfig
 from srgan.upscale import Upscaler
 
 
 @pytest.fixture(scope="module")
-def up():
+def up(make_generator):
     torch.manual_seed(0)
-    return Upscaler(Generator(GeneratorConfig(scale=2, channels=4, blocks=1)), device="cpu")
+    return Upscaler(make_generator(scale=2, channels=4, blocks=1), device="cpu")
 
 
 def photo(path: Path, size=(6, 5), mode="RGB"):

@@ -6,16 +6,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from srgan import checkpoint
-from srgan.checkpoint import save_model
 from srgan.cli import main
-from srgan.models import Generator, GeneratorConfig
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_model(path, Generator(GeneratorConfig(scale=2, channels=4, blocks=1)).eval())
-    return str(path)
+def model_file(tmp_path_factory, make_model_file):
+    return str(make_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", scale=2, channels=4, blocks=1))
 
 
 def photo(path, size=(6, 5), mode="RGB"):

@@ -6,14 +6,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageOps
 
-from srgan.checkpoint import ModelInfo, save_model
+from srgan.checkpoint import ModelInfo
 from srgan.cli import main
 from srgan.errors import ConfigError, InputError, ModelError
 from srgan.evaluate import (bicubic_upsample, evaluate, evaluate_folders, flux_error_vs_hr, markdown, modcrop,
                             photo_lr, richardson_lucy_baseline)
 from srgan.galaxies import GalaxyConfig, make_galaxies
 from srgan.metrics import psnr_y, ssim_y
-from srgan.models import Generator, GeneratorConfig
+from srgan.models import GeneratorConfig
 from srgan.normalize import Normalization
 
 RGB_OFFSET_PSNR = 20 * math.log10(255 / (219 / 255))  # +1 on R, G, B = +219/255 on Y
@@ -38,10 +38,8 @@ def photos(tmp_path):
 
 
 @pytest.fixture
-def tiny_photo_model(tmp_path):
-    path = tmp_path / "tiny.safetensors"
-    save_model(path, Generator(GeneratorConfig(scale=2, channels=8, blocks=1)).eval())
-    return path
+def tiny_photo_model(tmp_path, make_model_file):
+    return make_model_file(tmp_path / "tiny.safetensors", scale=2, channels=8, blocks=1)
 
 
 class Oracle:
@@ -132,11 +130,9 @@ def galaxies(tmp_path):
 
 
 @pytest.fixture
-def tiny_astro_model(tmp_path):
-    path = tmp_path / "astro.safetensors"
-    g = Generator(GeneratorConfig(scale=2, in_channels=1, out_channels=1, channels=8, blocks=1)).eval()
-    save_model(path, g, normalization=Normalization("asinh"), preset="astro")
-    return path
+def tiny_astro_model(tmp_path, make_model_file):
+    return make_model_file(tmp_path / "astro.safetensors", normalization=Normalization("asinh"), preset="astro",
+                           scale=2, in_channels=1, out_channels=1, channels=8, blocks=1)
 
 
 def test_astro_eval_scores_model_bicubic_and_richardson_lucy(galaxies, tiny_astro_model):

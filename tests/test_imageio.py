@@ -12,16 +12,15 @@ from PIL import Image, ImageCms, ImageOps
 
 from srgan.errors import ConfigError, InputError
 from srgan.imageio import Photo, apply_orientation, output_suffix, pil_pixels, read_photo, to_channels, write_photo
-from srgan.models import Generator, GeneratorConfig
 from srgan.upscale import Upscaler
 
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 @pytest.fixture(scope="module")
-def up():
+def up(make_generator):
     torch.manual_seed(0)
-    return Upscaler(Generator(GeneratorConfig(scale=2, channels=4, blocks=1)), device="cpu")
+    return Upscaler(make_generator(scale=2, channels=4, blocks=1), device="cpu")
 
 
 def rand(shape, dtype=np.uint8):

@@ -11,9 +11,8 @@ from srgan.tiling import auto_tile, plan_tiles, window_size, read_window, reflec
 from srgan.upscale import Upscaler
 
 
-def bn_model(config):
-    """A generator in eval mode whose BatchNorms have non-trivial running statistics."""
-    g = Generator(config)
+def bn_model(g):
+    """``g`` (a tiny generator) in eval mode, its BatchNorms given non-trivial running statistics."""
     gen = torch.Generator().manual_seed(1)
     for m in g.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -31,8 +30,8 @@ def run(model, x, tile, overlap, batch_size=1, scale=None):
 
 
 @pytest.fixture(scope="module")
-def model2():
-    return bn_model(GeneratorConfig(scale=2, channels=8, blocks=1))
+def model2(make_generator):
+    return bn_model(make_generator(scale=2, channels=8, blocks=1))
 
 
 def test_reflect_index_matches_numpy_reflect_and_handles_thin_axes():
@@ -89,10 +88,10 @@ def test_tiled_equals_whole_image(model2, size):
         assert np.abs(tiled - whole).max() <= 1e-5, (size, tile, overlap, batch)
 
 
-def test_tiled_equals_whole_image_x4_and_x8():
-    for cfg in (GeneratorConfig(scale=4, channels=4, blocks=2), GeneratorConfig(scale=8, channels=4, blocks=1)):
-        g = bn_model(cfg)
-        r = receptive_radius(cfg)
+def test_tiled_equals_whole_image_x4_and_x8(make_generator):
+    for cfg in (dict(scale=4, channels=4, blocks=2), dict(scale=8, channels=4, blocks=1)):
+        g = bn_model(make_generator(**cfg))
+        r = receptive_radius(g.config)
         x = np.random.rand(3, 9, 14).astype(np.float32)
         whole = run(g, x, tile=0, overlap=r)
         assert np.abs(run(g, x, tile=4, overlap=r, batch_size=3) - whole).max() <= 1e-5

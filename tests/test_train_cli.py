@@ -11,9 +11,8 @@ import torch
 from click.testing import CliRunner
 from helpers import make_photos
 
-from srgan.checkpoint import load_model, load_state, save_model
+from srgan.checkpoint import load_model, load_state
 from srgan.cli import main
-from srgan.models import Generator, GeneratorConfig
 from srgan.train import TrainConfig, fit
 
 TINY = ["--scale", "2", "--blocks", "1", "--channels", "8", "--batch-size", "2", "--patch-size", "16",
@@ -55,14 +54,14 @@ def test_train_then_resume_from_the_stored_config(tmp_path, data):
     assert state["step"] == 3 and state["config"]["channels"] == 8 and state["config"]["batch_size"] == 2
 
 
-def test_errors_are_one_line(tmp_path, data):
+def test_errors_are_one_line(tmp_path, data, make_model_file):
     hr, _ = data
     runner = CliRunner()
     result = runner.invoke(main, ["train", "--out", str(tmp_path / "none"), "--resume"])
     assert result.exit_code == 1 and result.output.startswith("Error: --resume: no checkpoint")
     result = runner.invoke(main, ["train", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--hr" in result.output
-    save_model(tmp_path / "m.safetensors", Generator(GeneratorConfig(scale=2, channels=8, blocks=1)))
+    make_model_file(tmp_path / "m.safetensors", scale=2, channels=8, blocks=1)
     result = runner.invoke(main, ["train", "--hr", str(hr), "--out", str(tmp_path / "y"), "--init",
                                   str(tmp_path / "m.safetensors"), "--blocks", "3", "--pretrain-steps", "1"])
     assert result.exit_code == 1 and "Error: --init" in result.output and "--blocks 3 (model has 1)" in result.output

@@ -7,18 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from srgan.checkpoint import save_model
 from srgan.errors import ConfigError, InputError
-from srgan.models import Generator, GeneratorConfig, receptive_radius
+from srgan.models import receptive_radius
 from srgan.normalize import Normalization
 from srgan.tiling import reflect_pad
 from srgan.upscale import Upscaler
 
 
 @pytest.fixture(scope="module")
-def up():
+def up(make_generator):
     torch.manual_seed(0)
-    return Upscaler(Generator(GeneratorConfig(scale=2, channels=8, blocks=1)), device="cpu", tile=6)
+    return Upscaler(make_generator(scale=2, channels=8, blocks=1), device="cpu", tile=6)
 
 
 def reference(up, rgb01: np.ndarray, clamp=True) -> np.ndarray:
@@ -114,8 +113,8 @@ def test_pil_images_come_back_as_pil_with_their_mode(up):
         up.upscale(Image.fromarray(np.full((3, 3), 70000, np.int32)))
 
 
-def test_one_channel_model_runs_each_colour_channel_as_a_plane():
-    g = Generator(GeneratorConfig(scale=2, in_channels=1, out_channels=1, channels=4, blocks=1))
+def test_one_channel_model_runs_each_colour_channel_as_a_plane(make_generator):
+    g = make_generator(scale=2, in_channels=1, out_channels=1, channels=4, blocks=1)
     up1 = Upscaler(g, device="cpu")
     rgb = np.random.randint(0, 256, (6, 5, 3), dtype=np.uint8)
     out = up1.upscale(rgb)
@@ -135,8 +134,8 @@ def test_bad_inputs_are_clear_errors(up):
         up.upscale([[1, 2], [3, 4]])
 
 
-def test_options_are_checked():
-    g = Generator(GeneratorConfig(scale=2, channels=4, blocks=1))
+def test_options_are_checked(make_generator):
+    g = make_generator(scale=2, channels=4, blocks=1)
     with pytest.raises(ConfigError, match="--precision"):
         Upscaler(g, device="cpu", precision="fp8")
     with pytest.raises(ConfigError, match="--tile"):
@@ -154,9 +153,8 @@ def test_options_are_checked():
         Upscaler(torch.nn.Conv2d(3, 3, 1))
 
 
-def test_from_pretrained_and_bf16_on_cpu(tmp_path):
-    g = Generator(GeneratorConfig(scale=2, channels=8, blocks=1)).eval()
-    save_model(tmp_path / "m.safetensors", g)
+def test_from_pretrained_and_bf16_on_cpu(tmp_path, make_model_file):
+    make_model_file(tmp_path / "m.safetensors", scale=2, channels=8, blocks=1)
     up32 = Upscaler.from_pretrained(tmp_path / "m.safetensors", device="cpu")
     assert up32.info.name == "m" and len(up32.info.sha256) == 64
     x = np.random.rand(12, 12, 3).astype(np.float32)
@@ -167,14 +165,16 @@ def test_from_pretrained_and_bf16_on_cpu(tmp_path):
     assert 0 < mse and 10 * np.log10(1 / mse) > 35  # bf16 differs, but only slightly
 
 
-def asinh_model(tmp_path):
-    cfg = GeneratorConfig(scale=2, in_channels=1, out_channels=1, channels=4, blocks=1)
-    save_model(tmp_path / "astro.safetensors", Generator(cfg).eval(), normalization=Normalization("asinh", 3.0))
-    return Upscaler.from_pretrained(tmp_path / "astro.safetensors", device="cpu", tile=5)
+@pytest.fixture
+def asinh_up(tmp_path, make_model_file):
+    """A tiny one-plane asinh model saved and loaded back, tiles of 5 px."""
+    path = make_model_file(tmp_path / "astro.safetensors", normalization=Normalization("asinh", 3.0),
+                           scale=2, in_channels=1, out_channels=1, channels=4, blocks=1)
+    return Upscaler.from_pretrained(path, device="cpu", tile=5)
 
 
-def test_upscale_planes_applies_the_normalisation_per_tile(tmp_path):
-    up = asinh_model(tmp_path)
+def test_upscale_planes_applies_the_normalisation_per_tile(asinh_up):
+    up = asinh_up
     planes = (np.random.randn(1, 11, 9) * 2 + 100).astype(np.float32)
     out = up.upscale_planes(planes, sky=100.0, noise=2.0)
     assert out.shape == (1, 22, 18) and out.dtype == np.float32
@@ -185,8 +185,8 @@ def test_upscale_planes_applies_the_normalisation_per_tile(tmp_path):
     assert np.abs(out - want).max() <= 1e-3 * np.abs(want).max()
 
 
-def test_upscale_planes_estimates_sky_and_noise_and_writes_into_out(tmp_path):
-    up = asinh_model(tmp_path)
+def test_upscale_planes_estimates_sky_and_noise_and_writes_into_out(tmp_path, asinh_up):
+    up = asinh_up
     planes = (np.random.randn(1, 10, 10) + 5).astype(np.float32)
     mm = np.lib.format.open_memmap(tmp_path / "o.npy", mode="w+", dtype=np.float32, shape=(1, 20, 20))
     assert up.upscale_planes(planes, out=mm) is mm
