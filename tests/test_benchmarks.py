@@ -17,12 +17,14 @@ sys.path.insert(0, str(BENCH))
 import throughput  # noqa: E402
 
 
-def _smoke(script: str, tmp_path, *extra: str) -> tuple[str, dict]:
+def _smoke(script: str, tmp_path, *extra: str, machine_line: bool = True) -> tuple[str, dict]:
+    """Run benchmarks/SCRIPT.py --smoke and return its stdout and JSON."""
     out = tmp_path / f"{script}.json"
     proc = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--smoke", "--json", str(out), *extra],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("machine: ")
+    if machine_line:
+        assert proc.stdout.startswith("machine: ")
     return proc.stdout, json.loads(out.read_text())
 
 
@@ -117,20 +119,14 @@ def test_finetune_demo_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_seams_smoke(tmp_path):
-    proc = subprocess.run([sys.executable, str(BENCH / "seams.py"), "--smoke", "--json", str(tmp_path / "s.json")],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    rows = _smoke("seams", tmp_path, machine_line=False)[1]["rows"]
     assert rows[0]["overlap"] == 0 and rows[0]["max_abs_diff"] > 0.01  # no context: seams
     assert rows[-1]["max_abs_diff"] < 1e-3 and rows[-1]["uint8_pixels_changed"] == 0  # receptive radius: exact
 
 
 @pytest.mark.slow
 def test_photo_memory_smoke(tmp_path):
-    proc = subprocess.run([sys.executable, str(BENCH / "photo_memory.py"), "--smoke", "--json", str(tmp_path / "m.json")],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    rows = _smoke("photo_memory", tmp_path, machine_line=False)[1]["rows"]
     assert [r["tiles"] for r in rows] == [64, 4]  # 256 px photo in 32 px and 128 px tiles
     assert all(r["peak_rss_mb"] > 0 for r in rows)
 
