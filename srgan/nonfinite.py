@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from srgan.errors import OutputError
+from srgan.errors import InputError, OutputError
 
 
 def fill_nonfinite(a: np.ndarray, bad: np.ndarray, max_rounds: int = 64) -> np.ndarray:
@@ -46,13 +46,11 @@ def fill_nonfinite(a: np.ndarray, bad: np.ndarray, max_rounds: int = 64) -> np.n
 
 def check_finite_output(out: np.ndarray, expected_bad: np.ndarray | None = None, what: str = "output") -> None:
     """Raise OutputError when ``out`` has non-finite pixels beyond ``expected_bad`` (the
-    input's NaNs at their upscaled positions; None: none expected) or is non-finite everywhere."""
+    input's NaNs at their upscaled positions, same (H, W); None: none expected)."""
     bad = ~np.isfinite(out)
     if bad.ndim == 3 and expected_bad is not None and expected_bad.ndim == 2:
         bad = bad.any(axis=-1)
     if expected_bad is not None:
-        if expected_bad.all():
-            raise OutputError(f"the {what} is all NaN: the input has no valid pixel")
         bad = bad & ~expected_bad
     n = int(bad.sum())
     if n:
@@ -69,6 +67,8 @@ def upscale_photo_pixels(upscaler, pixels: np.ndarray, *, progress: bool = False
         nonfinite = ~np.isfinite(pixels)
         if nonfinite.any():
             bad = nonfinite if nonfinite.ndim == 2 else nonfinite.any(axis=-1)
+            if bad.all():
+                raise InputError("the image has no finite pixel (all NaN/infinite); nothing to upscale")
             warnings.warn(f"{int(bad.sum())} NaN/infinite pixel(s) were filled from their neighbours for the "
                           "model and are NaN again in the output", stacklevel=2)
             pixels = fill_nonfinite(pixels, bad)
