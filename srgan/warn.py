@@ -11,6 +11,11 @@ import contextlib
 import warnings
 
 
+class FileWarning(UserWarning):
+    """A warning whose message already starts with the file it concerns (it may come from an
+    I/O thread while another file is being upscaled, so it is never re-prefixed)."""
+
+
 @contextlib.contextmanager
 def file_warnings(path):
     """Within the block, warnings are collected; after it each distinct one is re-issued once as
@@ -21,7 +26,7 @@ def file_warnings(path):
     seen = set()
     for w in caught:
         text = " ".join(str(w.message).split())
-        if not text.startswith(str(path)):
+        if not issubclass(w.category, FileWarning) and not text.startswith(str(path)):
             text = f"{path}: {text}"
         if (text, w.category) in seen:
             continue
