@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Callable
 from srgan.atomic import remove_stale_temps
 from srgan.errors import ConfigError, InputError, SrganError, describe
 from srgan.filekinds import is_fits, is_photo
+from srgan.guard import check_photo_model
 from srgan.nonfinite import upscale_photo_pixels
 from srgan.warn import file_warnings
 from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS, Photo, format_for, output_suffix, \
@@ -289,6 +290,8 @@ def run_jobs(
         else:
             todo.append(job)
     upscalers = {kind: get_upscaler(kind) for kind in sorted({j.kind for j in todo})}
+    if "photo" in upscalers:
+        check_photo_model(upscalers["photo"])  # a whole-run error: before any work
     bar = None
     if progress:
         from tqdm.auto import tqdm

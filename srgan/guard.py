@@ -13,7 +13,7 @@ import math
 import os
 import warnings
 
-from srgan.errors import ConfigError
+from srgan.errors import ConfigError, ModelError
 
 
 def clamp_overlap(overlap: int, radius: int, exact: bool) -> int:
@@ -68,3 +68,16 @@ def check_pass_memory(window_h: int, window_w: int, batch_size: int, per_pixel: 
     raise ConfigError(f"one pass over {window_w}x{window_h} px windows ({where}, --batch-size {batch_size}) needs "
                       f"about {need / 2**30:.1f} GiB of activations, {available / 2**30:.1f} GiB available: "
                       f"use --tile {fit} or less (and a smaller --overlap)")
+
+
+def check_photo_model(upscaler) -> None:
+    """Refuse a data (FITS) model for photos before any work: it expects asinh-stretched sky
+    data, not [0, 1] pixels, and gives meaningless images (or a shape error) on a photo."""
+    info = getattr(upscaler, "info", None)
+    norm = getattr(getattr(info, "normalization", None), "kind", "unit")
+    if norm == "unit":
+        return
+    cin = upscaler.model.config.in_channels
+    name = getattr(info, "name", "the model")
+    raise ModelError(f"{name} is a {cin}-channel FITS (astronomy) model for {norm}-stretched data, not for "
+                     "photos: use a photo model (--model photo-x4) for photos, or give it FITS files")
