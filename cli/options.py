@@ -61,13 +61,16 @@ def report_errors(fn):
 
         from srgan.warn import one_line
 
-        saved = warnings.formatwarning
-        warnings.formatwarning = one_line
+        def show(message, category, filename, lineno, file=None, line=None):
+            click.echo(one_line(message, category, filename, lineno).rstrip("\n"), err=True)
+
+        saved = warnings.showwarning
+        warnings.showwarning = show
         try:
             return fn(*args, **kwargs)
         except SrganError as e:
             raise click.ClickException(str(e)) from e
         finally:
-            warnings.formatwarning = saved
+            warnings.showwarning = saved
 
     return wrapper
