@@ -91,9 +91,9 @@ export)
   name=${2:?usage: train_defaults.sh export NAME}
   cp "$RUNS/${3:-$name}/model.safetensors" "srgan/weights/$name.safetensors"
   case "$name" in
-    galaxy-x*) galaxy_data; srgan eval --model "$name" --hr "$DATA/galaxy-heldout" --json "srgan/weights/$name.eval.json" --markdown ;;
+    galaxy-x*) galaxy_data; srgan eval --model "$name" --hr "$DATA/galaxy-heldout" --json "srgan/weights/$name.eval.json" --overwrite --markdown ;;
     *) srgan eval --model "$name" --hr "$SHARED/Set5" --hr "$SHARED/Set14" --hr "$SHARED/BSD100" \
-         --json "srgan/weights/$name.eval.json" --markdown ;;
+         --json "srgan/weights/$name.eval.json" --overwrite --markdown ;;
   esac
   ;;
 *)

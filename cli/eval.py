@@ -1,11 +1,12 @@
 """`srgan eval`: score a model next to the baselines (logic in srgan.evaluate)."""
 
 import json
+import os
 import shlex
 
 import click
 
-from .options import device_option, model_option, preset_option, report_errors, tile_option
+from .options import device_option, model_option, overwrite_option, preset_option, report_errors, tile_option
 
 
 def _command_line(model, hr, scale, preset, tile, seed, self_ensemble) -> str:
@@ -39,8 +40,10 @@ def _command_line(model, hr, scale, preset, tile, seed, self_ensemble) -> str:
 @click.option("--self-ensemble", is_flag=True,
               help="Score the model averaged over the 8 flips/rotations of its input (8x the compute).")
 @device_option
+@overwrite_option
 @report_errors
-def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterations, tile, self_ensemble, device):
+def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterations, tile, self_ensemble, device,
+                 overwrite):
     """Score a model and the baselines on folders of HR images.
 
     Each HR image is cropped to a multiple of the scale, degraded with the preset, upscaled
@@ -54,7 +57,11 @@ def eval_command(model, hr, scale, preset, json_path, markdown, seed, rl_iterati
       srgan eval --model galaxy-x4 --hr galaxies/ --preset astro --json scores.json
     """
     from srgan.atomic import atomic_write
+    from srgan.errors import ConfigError
     from srgan.evaluate import evaluate_folders, markdown as markdown_tables
+
+    if json_path and os.path.exists(json_path) and not overwrite:  # the one overwrite policy, before any work
+        raise ConfigError(f"--json {json_path} already exists: pass --overwrite to replace it")
 
     report = evaluate_folders(model, hr, scale=scale, preset=preset, device=device, tile=tile,
                               self_ensemble=self_ensemble, seed=seed, rl_iterations=rl_iterations, progress=True)

@@ -2,7 +2,7 @@
 
 import click
 
-from .options import report_errors
+from .options import overwrite_option, report_errors
 
 
 @click.command("make-galaxies")
@@ -16,7 +16,7 @@ from .options import report_errors
 @click.option("--engine", type=click.Choice(["astropy", "galsim"]), default="astropy", show_default=True,
               help="Renderer: astropy.modeling (built in) or GalSim (pip install srgan[galaxies]).")
 @click.option("--sky-subtracted", is_flag=True, help="Subtract the sky level, as survey stamps often are.")
-@click.option("--overwrite", is_flag=True, help="Replace galaxy_*.fits files already in OUT_DIR.")
+@overwrite_option
 @report_errors
 def make_galaxies_command(out_dir, n, size, seed, pixel_scale, engine, sky_subtracted, overwrite):
     """Write N synthetic galaxy images to OUT_DIR/galaxy_00000.fits ...

@@ -24,6 +24,12 @@ tile_option = click.option(
 )
 
 
+overwrite_option = click.option(
+    "--overwrite", is_flag=True,
+    help="Replace output files that already exist (without it, srgan refuses before any work).",
+)
+
+
 def model_option(required: bool = False, default: str | None = None):
     """``--model NAME|PATH``: an embedded model or a .safetensors file; ``default`` says what
     a command does without it (shown in --help)."""
@@ -46,13 +52,25 @@ def _with_default(help_text: str, default: str | None) -> str:
 
 
 def report_errors(fn):
-    """Turn an SrganError into click's one-line 'Error: ...' and exit code 1."""
+    """Turn an SrganError into click's one-line 'Error: ...' and exit code 1, and print the
+    command's warnings as one ``Warning: ...`` line each (:func:`srgan.warn.one_line`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import warnings
+
+        from srgan.warn import one_line
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            click.echo(one_line(message, category, filename, lineno).rstrip("\n"), err=True)
+
+        saved = warnings.showwarning
+        warnings.showwarning = show
         try:
             return fn(*args, **kwargs)
         except SrganError as e:
             raise click.ClickException(str(e)) from e
+        finally:
+            warnings.showwarning = saved
 
     return wrapper

@@ -2,6 +2,7 @@
 
 import logging
 import shlex
+import sys
 import warnings
 
 import click
@@ -71,7 +72,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 @click.option("--channels-last/--no-channels-last", default=TrainConfig.channels_last, show_default=True, help="NHWC memory layout (faster convolutions).")
 @click.option("--workers", type=click.IntRange(min=0), default=TrainConfig.workers, show_default=True, help="DataLoader processes making patches (0: in the training process).")
 @click.option("--cache/--no-cache", default=TrainConfig.cache, show_default=True, help="Keep decoded training images in memory.")
-@click.option("--progress/--no-progress", default=TrainConfig.progress, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar.  [default: when stderr is a terminal, so logs get no bars]")
 @click.pass_context
 @report_errors
 def train_command(ctx, **options):
@@ -95,6 +96,8 @@ def train_command(ctx, **options):
     given = {_FIELDS.get(name, name): value for name, value in options.items()
              if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     given["command"] = _command_line(ctx)
+    if options["progress"] is None:  # a bar only on a terminal: logs and pipes get none
+        options["progress"] = given["progress"] = sys.stderr.isatty()
     if options["resume"]:  # only what was given: fit merges it into the run's stored options (resume_config)
         config = TrainConfig(**given)
     else:

@@ -5,13 +5,13 @@ import sys
 
 import click
 
-from srgan.batch import check_writable, plan_jobs, rank_and_world_size, run_jobs, shard
+from srgan.batch import check_existing, check_writable, plan_jobs, rank_and_world_size, run_jobs, shard
 from srgan.errors import ConfigError
 from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS
 from srgan.pretrained import default_model
 from srgan.upscale import PRECISIONS, Upscaler
 
-from .options import device_option, model_option, report_errors, tile_option
+from .options import device_option, model_option, overwrite_option, report_errors, tile_option
 
 
 def _scale(ctx, param, value):
@@ -21,7 +21,11 @@ def _scale(ctx, param, value):
 def _hdu(ctx, param, value):
     if value is None:
         return None
-    return int(value) if value.lstrip("-").isdigit() else value
+    if value.strip().lstrip("-").isdigit():
+        if int(value) < 0:
+            raise click.BadParameter(f"{value} is negative; HDU indices count from 0 (the primary HDU)")
+        return int(value)
+    return value
 
 
 def _psf(ctx, param, value):
@@ -63,6 +67,7 @@ def _psf(ctx, param, value):
 @click.option("--skip-existing", is_flag=True,
               help="Leave outputs that already exist (outputs are written atomically, so these are "
                    "complete): resumes an interrupted run.")
+@overwrite_option
 @click.option("--glob", "pattern", default=None, metavar="PATTERN",
               help="Only files whose name or path relative to INPUT matches (ignoring case), e.g. '*.jpg'.  [default: "
                    "every PNG, JPEG, TIFF, WebP, BMP, GIF and FITS file; hidden files skipped]")
@@ -90,13 +95,14 @@ def _psf(ctx, param, value):
               help="Progress bars over files and tiles.  [default: when stderr is a terminal]")
 @report_errors
 def upscale_command(input, output, model, scale, tile, overlap, batch_size, device, precision, self_ensemble, fmt, quality,
-                    skip_existing, pattern, workers, dry_run, max_pixels, hdu, flux, consistency, psf,
+                    skip_existing, overwrite, pattern, workers, dry_run, max_pixels, hdu, flux, consistency, psf,
                     residual, progress):
     """Upscale photos and FITS images: INPUT file -> OUTPUT file, or INPUT folder -> OUTPUT folder.
 
     A folder is searched recursively and its tree mirrored under OUTPUT; file names are kept
     (the suffix follows --format). For a file INPUT, OUTPUT is a folder when it is one, ends
-    with '/' or has no suffix; otherwise it is the output file and its suffix sets the format. Inputs are never overwritten; outputs are written to a
+    with '/' or has no suffix; otherwise it is the output file and its suffix sets the format. Inputs are never overwritten, existing outputs only with --overwrite
+    (--skip-existing keeps them); outputs are written to a
     temporary name and renamed, so an interrupted run resumes with --skip-existing. Bad
     files are reported one per line and skipped; the exit code is 1 if any failed. Under
     torchrun each rank takes every WORLD_SIZE-th file.
@@ -112,6 +118,7 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
     rank, world = rank_and_world_size()
     mine = shard(jobs, rank, world)
     prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+    check_existing(mine, overwrite=overwrite, skip_existing=skip_existing)
     if dry_run:
         check_writable(jobs, create=False)
         for job in mine:

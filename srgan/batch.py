@@ -11,8 +11,12 @@ Running (:func:`run_jobs`): a pool of I/O threads decodes the next files and enc
 finished ones while the model works; each output is written to a temporary name and
 renamed, so a killed run never leaves a truncated file under its final name and
 ``skip_existing`` resumes it. A bad file (corrupt, truncated, empty, not an image) is
-recorded with one line naming it and the rest are processed; :class:`BatchResult` says
-what was done, skipped and failed.
+recorded with one line naming it and the rest are processed; this holds for every
+exception one file can cause, in planning (a symlink loop) as in reading, computing and
+writing. :class:`BatchResult` says what was done, skipped and failed. Temporary files are
+owned by their process (:mod:`srgan.atomic`), so concurrent runs into one folder never
+delete each other's files. Existing outputs are never replaced silently
+(:func:`check_existing`).
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from srgan.errors import ConfigError, InputError, SrganError
+from srgan.atomic import remove_stale_temps
+from srgan.errors import ConfigError, InputError, SrganError, describe
 from srgan.filekinds import is_fits, is_photo
+from srgan.guard import check_photo_model
+from srgan.nonfinite import upscale_photo_pixels
+from srgan.warn import file_warnings
 from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS, Photo, format_for, output_suffix, \
     read_photo, write_photo
 
@@ -42,6 +49,7 @@ class Job:
     src: Path
     dst: Path
     kind: str  # "photo" or "fits"
+    error: str | None = None  # why planning could not use this file (it fails alone)
 
 
 # --- planning --------------------------------------------------------------------------
@@ -78,8 +86,7 @@ def plan_jobs(input, output, *, format: str = "keep", glob: str | None = None) -
         if not files:
             what = f"matching --glob {glob!r}" if glob else "with an image or FITS suffix"
             raise InputError(f"no files {what} under {src}")
-        jobs = [Job(f, out / _dst_relative(f.relative_to(src), format), "fits" if is_fits(f) else "photo")
-                for f in files]
+        jobs = [_folder_job(f, src, out, format) for f in files]
     _refuse_overwrites(jobs)
     return jobs
 
@@ -92,6 +99,17 @@ def _dst_relative(rel: Path, format: str) -> Path:
     if is_fits(rel):
         return rel
     return rel.with_suffix(output_suffix(rel, format))
+
+
+def _folder_job(f: Path, src: Path, out: Path, format: str) -> Job:
+    """The job of one file under a folder INPUT; a file that cannot be resolved (a symlink
+    loop, a broken link) becomes a job that fails alone."""
+    job = Job(f, out / _dst_relative(f.relative_to(src), format), "fits" if is_fits(f) else "photo")
+    try:
+        f.resolve(strict=True)
+    except (OSError, RuntimeError) as e:  # RuntimeError: symlink loop (Python < 3.13)
+        return Job(job.src, job.dst, job.kind, error=f"cannot be read: {describe(e)}")
+    return job
 
 
 def _file_job(src: Path, out: Path, format: str) -> Job:
@@ -113,8 +131,7 @@ def _list_inputs(root: Path, out: Path, glob: str | None) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames
-                             if not d.startswith(".") and (here / d).resolve() != out_resolved)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _same_safe(here / d, out_resolved))
         for name in filenames:
             if name.startswith("."):
                 continue
@@ -129,7 +146,15 @@ def _list_inputs(root: Path, out: Path, glob: str | None) -> list[Path]:
     return sorted(files)
 
 
+def _same_safe(path: Path, resolved: Path) -> bool:
+    try:
+        return path.resolve() == resolved
+    except (OSError, RuntimeError):  # a looping link is not OUTPUT
+        return False
+
+
 def _refuse_overwrites(jobs: list[Job]) -> None:
+    jobs = [j for j in jobs if j.error is None]
     inputs = {j.src.resolve(): j.src for j in jobs}
     seen: dict[Path, Path] = {}
     for j in jobs:
@@ -142,13 +167,27 @@ def _refuse_overwrites(jobs: list[Job]) -> None:
         seen[dst] = j.src
 
 
+def check_existing(jobs: list[Job], *, overwrite: bool = False, skip_existing: bool = False) -> None:
+    """The one overwrite policy: an existing output is replaced only with ``overwrite`` (or kept
+    with ``skip_existing``); otherwise the run is refused before any work, naming one of them."""
+    if overwrite and skip_existing:
+        raise ConfigError("--overwrite and --skip-existing contradict each other: give one of them")
+    if overwrite or skip_existing:
+        return
+    existing = [j.dst for j in jobs if j.error is None and j.dst.exists()]
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ConfigError(f"output {existing[0]}{more} already exist(s): pass --skip-existing to keep "
+                          "existing outputs or --overwrite to replace them")
+
+
 def check_writable(jobs: list[Job], create: bool = True) -> None:
     """Make sure every output folder can be created and written, before any work.
 
     With ``create`` the folders are made and a probe file is written and removed in each;
     without (``--dry-run``) the nearest existing parent is checked with os.access.
     """
-    for folder in sorted({j.dst.parent for j in jobs}):
+    for folder in sorted({j.dst.parent for j in jobs if j.error is None}):
         existing = folder
         while not existing.exists():
             existing = existing.parent
@@ -242,26 +281,34 @@ def run_jobs(
     result = BatchResult()
     start = time.perf_counter()
     todo = []
+    planned_bad = []
     for job in jobs:
-        if skip_existing and job.dst.exists():
+        if job.error is not None:
+            planned_bad.append(job)
+        elif skip_existing and job.dst.exists():
             result.skipped.append(job.dst)
         else:
             todo.append(job)
     upscalers = {kind: get_upscaler(kind) for kind in sorted({j.kind for j in todo})}
+    if "photo" in upscalers:
+        check_photo_model(upscalers["photo"])  # a whole-run error: before any work
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), unit="file", desc="upscale")
 
-    def fail(job: Job, e: Exception):
-        reason = str(e).removeprefix(f"{job.src}: ")
+    def fail(job: Job, e: Exception | str):
+        reason = (e if isinstance(e, str) else describe(e)).removeprefix(f"{job.src}: ")
         result.failed.append((job.src, reason))
         if report is not None:
             report(f"{job.src}: {reason}")
 
+    for job in planned_bad:
+        fail(job, job.error)
+
     def write(job: Job, photo: Photo, mpx_out: float):
-        _remove_stale_temps(job.dst)
+        remove_stale_temps(job.dst)
         write_photo(job.dst, photo, quality=quality)
         return mpx_out
 
@@ -283,7 +330,7 @@ def run_jobs(
             try:
                 result.megapixels_out += fut.result()
                 result.done.append(job.dst)
-            except (SrganError, OSError) as e:
+            except Exception as e:  # one file's failure, whatever it is, never stops the batch
                 fail(job, e)
 
     try:
@@ -293,7 +340,8 @@ def run_jobs(
             fill()
             try:
                 if job.kind == "fits":
-                    mpx_in, mpx_out = _run_fits(upscalers["fits"], job, fits_options)
+                    with file_warnings(job.src):
+                        mpx_in, mpx_out = _run_fits(upscalers["fits"], job, fits_options)
                     result.done.append(job.dst)
                     result.megapixels_out += mpx_out
                 else:
@@ -302,12 +350,13 @@ def run_jobs(
                     mpx_in = h * w / 1e6
                     up = upscalers["photo"]
                     large = h * w > 4 * max(up.tile, 1) ** 2
-                    pixels = up.upscale(photo.pixels, progress=progress and large)
+                    with file_warnings(job.src):
+                        pixels = upscale_photo_pixels(up, photo.pixels, progress=progress and large)
                     out = Photo(pixels, photo.format, photo.exif, photo.icc_profile)
                     writing.append((job, pool.submit(write, job, out, pixels.shape[0] * pixels.shape[1] / 1e6)))
                     drain(limit=workers)  # bound the finished images held in memory
                 result.megapixels_in += mpx_in
-            except (SrganError, OSError) as e:
+            except Exception as e:  # one file's failure, whatever it is, never stops the batch
                 fail(job, e)
             if bar is not None:
                 bar.update(1)
@@ -322,20 +371,11 @@ def run_jobs(
     return result
 
 
-def _remove_stale_temps(dst: Path) -> None:
-    """Delete temporary files a killed run left for this output (atomic_write's naming)."""
-    for stale in dst.parent.glob(glob_escape(f".{dst.name}.") + "*.tmp"):
-        try:
-            stale.unlink()
-        except OSError:
-            pass
-
-
 def _run_fits(upscaler, job: Job, options: FitsOptions | None) -> tuple[float, float]:
     from srgan import fits
 
     job.dst.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(job.dst)
+    remove_stale_temps(job.dst)
     fits.upscale_fits(upscaler, job.src, job.dst, options=options)
     return _fits_megapixels(job.src), _fits_megapixels(job.dst)
 

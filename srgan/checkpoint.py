@@ -93,20 +93,63 @@ def read_model_info(name_or_path) -> ModelInfo:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises several types for corrupt files
+        if _is_pickle(path):
+            raise ModelError(pickle_message(path)) from None
         raise ModelError(f"{path} is not a readable safetensors model file: {e}") from e
     if meta.get("format") != MODEL_FORMAT:
         raise ModelError(
             f"{path} is not an srgan model file (format {meta.get('format')!r}, expected "
             f"{MODEL_FORMAT!r}); training checkpoints are exported with `srgan train`'s model.safetensors"
         )
-    return ModelInfo(
-        config=GeneratorConfig.from_dict(json.loads(meta["config"])),
-        normalization=Normalization.from_dict(json.loads(meta.get("normalization", "{}"))),
-        preset=meta.get("preset", "bicubic"),
-        training=json.loads(meta.get("training", "{}")),
-        name=path.stem,
-        sha256=file_sha256(path),
-    )
+    try:
+        config = GeneratorConfig.from_dict(_json_field(meta, "config", None))
+        normalization = Normalization.from_dict(_json_field(meta, "normalization", "{}"))
+        training = _json_field(meta, "training", "{}")
+    except ModelError as e:
+        raise ModelError(f"{path}: {e}; the file is damaged or was edited: re-export it with `srgan train`") from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise ModelError(f"{path}: its metadata does not describe an srgan model ({type(e).__name__}: {e}); "
+                         "the file is damaged or was edited: re-export it with `srgan train`") from None
+    return ModelInfo(config=config, normalization=normalization, preset=meta.get("preset", "bicubic"),
+                     training=training, name=path.stem, sha256=file_sha256(path))
+
+
+def _json_field(meta: dict, key: str, default: str | None):
+    """One JSON metadata field of a model file (ModelError naming it when missing or malformed)."""
+    text = meta.get(key, default)
+    if text is None:
+        raise ModelError(f"metadata field {key!r} is missing")
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ModelError(f"metadata field {key!r} is not valid JSON ({e})") from None
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether a file looks like a PyTorch save (a zip archive or a bare pickle), whatever its suffix."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def pickle_message(path: Path) -> str:
+    """Why a PyTorch pickle is not an srgan model file, and the two ways forward."""
+    return (f"{path} is a PyTorch pickle file (torch.save), not a safetensors file: srgan never unpickles "
+            "its own model files (a pickle can run code). A community model (ESRGAN, Real-ESRGAN, ...) "
+            "saved as .pth loads weights-only with --model FILE.pth (pip install 'srgan[community]'), "
+            "or convert it once: python -c \"from srgan.community import convert_to_safetensors as c; "
+            f"c('{path}', '{path.with_suffix('.safetensors').name}')\" (README: Community models)")
+
+
+def check_finite_weights(state: dict, path) -> None:
+    """Refuse weights holding NaN or infinity: they give black or NaN images, never an error."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({bad[0]}, ...); "
+                         "the model is broken (a diverged training run?): use another --model")
 
 
 def load_model(name_or_path, device="cpu") -> Generator:
@@ -126,8 +169,10 @@ def load_model(name_or_path, device="cpu") -> Generator:
         return community.load_community_model(path, device=device)
     info = read_model_info(name_or_path)
     generator = Generator(info.config)
+    state = load_file(str(path), device="cpu")
+    check_finite_weights(state, path)
     try:
-        generator.load_state_dict(load_file(str(path), device="cpu"))
+        generator.load_state_dict(state)
     except RuntimeError as e:
         raise ModelError(f"{path}: weights do not match its config {info.config}: {e}") from e
     generator.info = info

@@ -127,7 +127,7 @@ def load_images(paths, channels: int, min_size: int = 1, what: str = "--hr") -> 
                 planes = [torch.from_numpy(p)[None] for p in load_fits_planes(path)]
             else:
                 planes = [_load_photo(path, channels)]
-        except InputError as e:
+        except (InputError, OSError) as e:  # OSError: e.g. a FITS file without read permission
             reason = str(e).removeprefix(f"{path}: ")
             warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
             continue

@@ -26,3 +26,19 @@ class WeightsUnavailableError(SrganError):
 
 class TrainingDivergedError(SrganError):
     """A loss became NaN or infinite; training stopped without saving the bad weights."""
+
+
+class OutputError(SrganError):
+    """An output cannot be written (disk full, I/O error) or would be wrong (non-finite pixels)."""
+
+
+def describe(e: BaseException) -> str:
+    """One line for an exception of one batch file: the message of srgan's and the OS's errors,
+    the type as well for anything else (a bug or a limit that has no message of its own)."""
+    if isinstance(e, (SrganError, OSError)):
+        text = str(e)
+    elif isinstance(e, MemoryError):
+        text = f"out of memory ({e or 'allocation failed'}): try a smaller --tile"
+    else:
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return " ".join(text.split())  # one line

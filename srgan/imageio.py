@@ -26,6 +26,7 @@ import numpy as np
 
 from srgan.atomic import atomic_write
 from srgan.errors import ConfigError, InputError
+from srgan.warn import FileWarning
 
 
 DEFAULT_MAX_PIXELS = 50_000_000  # input pixels; x4 output of 50 MPix RGB is 2.4 GB in memory
@@ -101,13 +102,17 @@ def read_photo(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
     try:
         im = Image.open(path)
     except Image.DecompressionBombError as e:
-        raise InputError(f"{path}: {e}; raise --max-pixels (0 = no limit) if that is intended") from e
+        raise InputError(bomb_message(path, e, max_pixels)) from None
     except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError ... from plugins
         if _is_tiff(path):  # e.g. 16-bit gray+alpha, which Pillow does not open
             return _read_tifffile(path, max_pixels)
         raise InputError(f"{path}: not an image file Pillow can read ({_why(e)})") from e
     with im:
         check_size(*im.size, max_pixels, name=str(path))
+        frames = getattr(im, "n_frames", 1) if getattr(im, "is_animated", False) else 1
+        if frames > 1:
+            warnings.warn(f"{path}: animated image with {frames} frames: only the first frame is upscaled "
+                          "(split the frames into files to upscale them all)", FileWarning, stacklevel=2)
         try:
             pixels = _decode(path, im)
             # EXIF after decoding: Pillow already turns TIFFs upright on load and drops their
@@ -119,11 +124,23 @@ def read_photo(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
             raise InputError(f"{path}: corrupt or truncated image ({_why(e)})") from e
         icc = im.info.get("icc_profile") or None
         if im.mode == "CMYK" and icc:
-            warnings.warn(f"{path}: CMYK converted to RGB; its CMYK ICC profile is not carried", stacklevel=2)
+            warnings.warn(f"{path}: CMYK converted to RGB; its CMYK ICC profile is not carried", FileWarning,
+                          stacklevel=2)
             icc = None
         fmt = im.format or "PNG"
     pixels = apply_orientation(pixels, exif.get(_ORIENTATION, 1))
     return Photo(pixels=pixels, format=fmt, exif=_portable_exif(exif), icc_profile=icc)
+
+
+def bomb_message(path, e: Exception, max_pixels) -> str:
+    """Pillow's decompression-bomb refusal in srgan's terms: the size and the --max-pixels limit."""
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    size = f" of {int(m.group(1)) / 1e6:.1f} Mpx" if m else ""
+    limit = f"the --max-pixels limit of {max_pixels / 1e6:g} Mpx" if max_pixels else "what Pillow will decode"
+    return (f"{path}: image{size} above {limit} (refused before decoding: a possible decompression bomb); "
+            "raise --max-pixels (0 = no limit) if that is intended")
 
 
 def _is_tiff(path: Path) -> bool:
@@ -351,11 +368,11 @@ def write_photo(path, photo: Photo, format: str | None = None, quality: int = 95
     if fmt in ("JPEG", "WEBP", "BMP"):
         if a.dtype != np.uint8:
             warnings.warn(f"{path.name}: {fmt} holds 8 bits per channel; {a.dtype} data rounded to 8 bits "
-                          "(use --format png or tiff to keep 16 bits)", stacklevel=2)
+                          "(use --format png or tiff to keep 16 bits)", FileWarning, stacklevel=2)
             a = _to_uint8(a)
         if channels == 2 or (fmt == "JPEG" and channels == 4):
             warnings.warn(f"{path.name}: {fmt} has no alpha channel; alpha dropped "
-                          "(use --format png, tiff or webp to keep it)", stacklevel=2)
+                          "(use --format png, tiff or webp to keep it)", FileWarning, stacklevel=2)
             a = a[..., 0] if channels == 2 else a[..., :3]
         return _write_pil(path, a, fmt, exif, icc, quality=quality)
     if fmt == "PNG":

@@ -61,7 +61,7 @@ from srgan.checkpoint import atomic_write, load_model, load_state, save_model, s
 from srgan.data import PatchDataset, StepBatches, find_images, load_images, step_seed, to_float
 from srgan.degrade import PRESETS, degrade
 from srgan.device import resolve_device
-from srgan.errors import ConfigError, TrainingDivergedError, WeightsUnavailableError
+from srgan.errors import ConfigError, InputError, TrainingDivergedError, WeightsUnavailableError
 from srgan.losses import (GAN_LOSSES, PIXEL_LOSSES, LossWeights, VGGContentLoss, discriminator_loss_terms,
                           generator_loss, pixel_loss)
 from srgan.models import Discriminator, Generator, GeneratorConfig
@@ -535,6 +535,19 @@ def _save_png(path: Path, image: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
+def _validation_images(paths: list[Path], channels: int, min_size: int, held_out: bool) -> list[torch.Tensor]:
+    """The validation images; unreadable ones are skipped with a warning (by load_images). When
+    none of the held-out files is usable, validation is skipped with a warning instead of
+    stopping a run that has enough readable training images; an unusable --val is an error."""
+    try:
+        return [im for _, im in load_images(paths, channels, min_size=min_size, what="--val")]
+    except InputError as e:
+        if not held_out:
+            raise
+        log.warning("validation skipped: none of the held-out images is usable (%s); pass --val FOLDER", e)
+        return []
+
+
 def _split_validation(paths: list[Path], seed: int) -> tuple[list[Path], list[Path]]:
     """Hold out validation images when no --val is given: min(5, max(1, n // 10)) files drawn by the seed."""
     if len(paths) < 2:
@@ -640,8 +653,8 @@ def fit(config: TrainConfig) -> Path:
         if not val_paths and main:
             log.warning("only one training image and no --val: validation is skipped")
     dataset = PatchDataset(train_paths, config.patch_size, arch.in_channels, cache=config.cache)
-    val_images = [im for _, im in load_images(val_paths, arch.in_channels, min_size=2 * config.scale,
-                                              what="--val")] if val_paths and main else []
+    val_images = _validation_images(val_paths, arch.in_channels, 2 * config.scale, held_out=not config.val) \
+        if val_paths and main else []
     validation = Validation(val_images, config, normalization, device) if val_images else None
 
     # --- models and optimisers (D is built at the first GAN step), or the checkpoint's ---

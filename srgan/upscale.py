@@ -21,14 +21,14 @@ import warnings
 import numpy as np
 import torch
 
-from srgan import photo
+from srgan import guard, photo
 from srgan.checkpoint import ModelInfo, load_model
 from srgan.device import resolve_device  # the one device rule, shared with training
 from srgan.community import CommunityConfig, community_precision
 from srgan.errors import ConfigError, InputError
 from srgan.models import GeneratorConfig, receptive_radius
 from srgan.normalize import sky_and_noise
-from srgan.tiling import auto_tile, bytes_per_pixel, upscale_tiled
+from srgan.tiling import auto_tile, bytes_per_pixel, upscale_tiled, window_size
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 CPU_BUDGET = 2**30  # activation memory per forward pass on the CPU (bytes): keeps a 10k x 10k FITS under 2 GB RSS
@@ -102,12 +102,15 @@ class Upscaler:
         self.overlap = self._default_overlap() if overlap is None else int(overlap)
         if self.overlap < 0:
             raise ConfigError(f"--overlap must be >= 0, got {overlap}")
+        self.overlap = guard.clamp_overlap(self.overlap, self.radius, exact=not community)
         self.batch_size = (4 if self.device.type == "cuda" else 1) if batch_size is None else int(batch_size)
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
         self.tile = self._default_tile() if tile is None else int(tile)
         if self.tile < 0:
             raise ConfigError(f"--tile must be >= 0 (0 = whole image), got {tile}")
+        if tile is not None:
+            guard.warn_small_tile(self.tile, self.overlap)
 
     @classmethod
     def from_pretrained(cls, name_or_path, **options) -> "Upscaler":
@@ -168,6 +171,13 @@ class Upscaler:
         overlap = self.overlap if overlap is None else overlap
         cfg = self.model.config  # community hook: windows on the model's attention/unshuffle grid
         align = cfg.align if model_pass and isinstance(cfg, CommunityConfig) else 1
+        if isinstance(cfg, CommunityConfig):  # srgan models: already at most the (exact) receptive radius
+            overlap = guard.overlap_for_image(overlap, *src.shape[-2:])
+        if model_pass and self.device.type == "cpu":
+            h, w = src.shape[-2:]
+            per_pixel = bytes_per_pixel(getattr(cfg, "channels", 64), self.scale, half=self.autocast_dtype is not None)
+            guard.check_pass_memory(window_size(h, tile) + 2 * overlap, window_size(w, tile) + 2 * overlap,
+                                    self.batch_size, per_pixel, tile)
         while True:
             try:
                 return upscale_tiled(fn, src, out, scale=self.scale, tile=tile, overlap=overlap,

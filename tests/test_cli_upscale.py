@@ -112,8 +112,8 @@ def test_a_bad_fits_option_is_one_error_line_before_any_work(tmp_path, model_fil
 def test_output_folder_inside_input_is_not_reread(tmp_path, model_file):
     photo(tmp_path / "in" / "a.png")
     for _ in range(2):  # the second run would pick up in/out/a.png if it re-read OUTPUT
-        result = upscale(tmp_path / "in", tmp_path / "in" / "out", "--model", model_file)
-        assert result.exit_code == 0 and "1 done" in result.output
+        result = upscale(tmp_path / "in", tmp_path / "in" / "out", "--model", model_file, "--overwrite")
+        assert result.exit_code == 0 and "1 done" in result.output, result.output
     assert not (tmp_path / "in" / "out" / "out").exists()
 
 

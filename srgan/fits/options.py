@@ -56,6 +56,8 @@ class FitsOptions:
     def __post_init__(self):
         hdu = self.hdu
         named = isinstance(hdu, tuple) and len(hdu) == 2 and isinstance(hdu[0], str) and _is_int(hdu[1])
+        if _is_int(hdu) and int(hdu) < 0:
+            raise ConfigError(f"hdu must be >= 0 (0 is the primary HDU), got {hdu} (--hdu N or NAME)")
         if not (hdu is None or _is_int(hdu) or isinstance(hdu, str) or named):
             raise ConfigError(f"hdu must be an index, an EXTNAME or (EXTNAME, EXTVER), got {hdu!r} (--hdu N or NAME)")
         if self.flux is not None and self.flux not in FLUX_MODES:

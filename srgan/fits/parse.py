@@ -88,7 +88,10 @@ def select_hdu(hdul, hdu) -> int:
     if isinstance(hdu, str) and hdu.strip().lstrip("-").isdigit():
         hdu = int(hdu)
     try:
-        return hdul.index_of(hdu)
+        index = hdul.index_of(hdu)
+        if not 0 <= index < len(hdul):  # index_of returns any int unchecked
+            raise IndexError(index)
+        return index
     except (KeyError, IndexError) as e:
         raise InputError(f"no HDU {hdu!r} in the file; HDUs: {'; '.join(describe_hdus(hdul))} (--hdu N or NAME)") from e
 

@@ -32,6 +32,7 @@ from srgan import consistency as cons
 from srgan.errors import InputError, ModelError
 from srgan.fits.options import FitsOptions
 from srgan.fits.paged import PagedArray, sub
+from srgan.nonfinite import check_finite_output
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,10 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None) -> tu
     for a in range(0, h, rows):
         b = min(h, a + rows)
         x = np.asarray(out[a * s:b * s], dtype=np.float32)
+        up_valid = None if mask is None else np.repeat(np.repeat(mask[a:b], s, 0), s, 1)
+        check_finite_output(x, None if up_valid is None else ~up_valid, what="output")  # never pass off NaN output
         if mask is not None:
-            x = np.where(np.repeat(np.repeat(mask[a:b], s, 0), s, 1), x, np.float32(np.nan))
+            x = np.where(up_valid, x, np.float32(np.nan))
         x = x / np.float32(divide)
         total += float(np.nansum(x, dtype=np.float64))
         out[a * s:b * s] = x

@@ -5,20 +5,27 @@ upscaled image that is memory-mapped and filled plane by plane by the pixel pipe
 (:func:`srgan.fits.pipeline.upscale_array`), so memory holds about one input plane, not the
 output. Inputs that are plain float images are read through a paged read-only mapping too.
 Gzipped and tile-compressed outputs are built one HDU at a time in memory.
+
+A write into a memory map that the disk cannot hold arrives as SIGBUS, which kills the
+process: the data block is therefore allocated on disk before it is mapped
+(:func:`reserve`), so a full disk is an ordinary :class:`~srgan.errors.OutputError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import mmap
+import os
+import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
-from srgan.errors import InputError
+from srgan.errors import InputError, OutputError
 from srgan.fits.header import history_notes, output_header
 from srgan.fits.options import FitsOptions
 from srgan.fits.paged import PagedArray
@@ -60,6 +67,45 @@ def input_array(hdu, path: Path, mappings: contextlib.ExitStack, where: str):
     except TypeError as e:
         raise InputError(f"{where}: the image data cannot be read ({e}); the file may be truncated") from e
     return PagedArray(array, mm)
+
+
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
+
+
+def disk_full_error(e: OSError, folder, nbytes: int) -> OutputError:
+    """The one message for a disk that cannot hold an output."""
+    try:
+        free = f", {shutil.disk_usage(folder).free / 1e6:.1f} MB free"
+    except OSError:
+        free = ""
+    return OutputError(f"no space for the output in {folder} ({e.strerror or e}; needs "
+                       f"{nbytes / 1e6:.1f} MB more{free}); nothing was written: free some space or choose another OUTPUT")
+
+
+def reserve(f, offset: int, nbytes: int) -> None:
+    """Allocate ``nbytes`` of the open file ``f`` from ``offset`` on disk, before it is memory-mapped.
+
+    ``posix_fallocate`` makes the blocks real, so filling the mapping cannot meet a full disk
+    (which would be SIGBUS); where a filesystem does not support it, the free space is checked.
+    Raises OutputError when the disk cannot hold them.
+    """
+    folder = os.path.dirname(os.path.abspath(f.name)) if isinstance(f.name, str) else "."
+    try:
+        os.posix_fallocate(f.fileno(), offset, nbytes)
+        return
+    except OSError as e:
+        if e.errno in _FULL:
+            raise disk_full_error(e, folder, nbytes) from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, getattr(errno, "ENOTSUP", 0)):
+            raise
+    except AttributeError:  # no posix_fallocate on this platform
+        pass
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < nbytes:
+        raise disk_full_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), folder, nbytes)
 
 
 def gzip_open(path, mode):
@@ -131,6 +177,8 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     f.write(header.tostring().encode("ascii"))
     offset = f.tell()
     nbytes = int(np.prod(shape)) * 4
+    f.flush()
+    reserve(f, offset, nbytes + (-nbytes % 2880))
     f.seek(offset + nbytes + (-nbytes % 2880) - 1)
     f.write(b"\0")
     f.flush()
