@@ -1,6 +1,11 @@
 """The CPU engine: bf16 autocast only where the processor has native bf16, for photo models only,
 fp32 forced by option or environment, the channels_last fp32 path exact, bf16 close enough."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +98,15 @@ def test_bf16_output_of_photo_x4_is_within_50_db_of_fp32():
     psnr = 10 * np.log10(255**2 / np.mean((out16 - out32) ** 2))
     assert psnr > 50
     assert np.mean(np.abs(out16 - out32) > 1) < 1e-3  # at most one 8-bit level on nearly all values
+
+
+@pytest.mark.slow
+def test_fits_precision_benchmark_smoke(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fits_precision.py"
+    out = tmp_path / "fits_precision.json"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "FITS bf16/fp32 speed=" in proc.stdout and proc.stdout.count("FLUX true=") == 3
+    record = json.loads(out.read_text())
+    assert record["bf16_speedup"] > 0 and 0 < record["max_diff_sigma"] < 1
