@@ -110,3 +110,18 @@ def test_fits_precision_benchmark_smoke(tmp_path):
     assert "FITS bf16/fp32 speed=" in proc.stdout and proc.stdout.count("FLUX true=") == 3
     record = json.loads(out.read_text())
     assert record["bf16_speedup"] > 0 and 0 < record["max_diff_sigma"] < 1
+
+
+def test_cpu_bf16_keeps_bf16_weights_and_leaves_the_callers_model_alone():
+    """Weights cast once (autocast would re-cast them every tile), output identical to autocast."""
+    torch.manual_seed(0)
+    g = Generator(TINY).eval()
+    up = Upscaler(g, device="cpu", precision="bf16", tile=8)
+    assert next(up.model.parameters()).dtype is torch.bfloat16
+    assert next(g.parameters()).dtype is torch.float32
+    a = np.random.rand(3, 13, 11).astype(np.float32)
+    x = reflect_pad(torch.from_numpy(a)[None], up.overlap).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = g(x).float()[0, :, 2 * up.overlap:-2 * up.overlap, 2 * up.overlap:-2 * up.overlap].numpy()
+    up.tile = 0  # one window, as the reference
+    assert np.abs(up.upscale_planes(a) - want).max() <= 1e-6
