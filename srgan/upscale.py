@@ -45,7 +45,7 @@ def resolve_precision(precision: str, device: torch.device, photo: bool = True) 
 
     ``auto``: on a GPU bf16 where supported, else fp16; on the CPU bf16 for photo models
     (``photo``) when the processor computes bf16 natively (:func:`srgan.device.cpu_native_bf16`:
-    about 3x fp32 at 59 dB PSNR for photo-x4, README Performance), else fp32. FITS (data)
+    about 2x fp32 at 56 dB PSNR for photo-x4, README Performance), else fp32. FITS (data)
     models stay fp32 on the CPU. The environment variable ``SRGAN_PRECISION`` (one of
     PRECISIONS) replaces ``auto``, e.g. ``SRGAN_PRECISION=fp32`` to force fp32 everywhere.
     """
@@ -75,7 +75,7 @@ class Upscaler:
             the processor has native bf16, else fp32; see :func:`resolve_precision`), ``fp32``,
             ``fp16``, ``bf16``.
         tile: tile size in LR pixels; 0 = whole image in one pass; None = sized for the
-            device (CPU: about 1 GiB of activations per pass, 256 px for photo-x4 and 352 px
+            device (CPU: about 1 GiB of activations per pass, 256 px for photo-x4 in fp32, 384 in bf16, and 352 px
             for galaxy-x4; GPU: half of the free memory). On CUDA out-of-memory the tile is halved
             and the image retried.
         overlap: context margin in LR pixels; None = the generator's receptive radius for
