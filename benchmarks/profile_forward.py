@@ -1,8 +1,8 @@
 """Where the time of one generator forward pass goes: torch.profiler's table of kernels.
 
 Runs the default x4 photo model (or ``--model``) on a random (1, 3, S, S) input in the
-engine's precision and memory layout (bf16 autocast + channels_last on a GPU, fp32 on the
-CPU), after warm-up passes, and prints the operators (grouped by input shape) sorted by their own device time (CPU time on the
+engine's precision and memory layout (bf16 autocast + channels_last on a GPU; on the CPU
+bf16 autocast where the processor has native bf16, else fp32), after warm-up passes, and prints the operators (grouped by input shape) sorted by their own device time (CPU time on the
 CPU), so that an engine change can aim at the ops that dominate.
 
 With ``--engine`` it profiles one whole engine pass instead: ``Upscaler.upscale`` of an S x S

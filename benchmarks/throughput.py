@@ -1,20 +1,28 @@
 """Upscaling throughput: output MPix/s and peak memory of the default x4 photo model.
 
-Three ways of running the same weights on the same images, in the same process:
+Ways of running the same weights on the same images, in the same process:
 
-  (a) whole    one forward pass on the whole image (where it fits in memory), with the
-               engine's precision and memory layout: the plain PyTorch reference.
-  (b) engine   ``srgan.Upscaler`` with its defaults (tile, overlap = receptive radius,
-               batch size, precision, channels_last): what ``srgan upscale`` runs.
-  (c) one-tile the usual approach of other tools (Real-ESRGAN's ``tile_process`` and
-               similar), written out plainly in :func:`one_tile_at_a_time`: tiles of 256 LR px
-               plus a 10 px context pad, one tile per forward pass, NCHW, fp32 on the CPU /
-               fp16 on a GPU, each output tile cropped and pasted.
+  (a) whole       one forward pass on the whole image (where it fits in memory), with the
+                  engine's precision and memory layout: the plain PyTorch reference.
+  (b) engine      ``srgan.Upscaler`` with its defaults (tile, overlap, batch size, precision:
+                  bf16 autocast for photos on a CPU with native bf16, channels_last): what
+                  ``srgan upscale`` runs.
+  (b') engine-fp32 the same engine with ``precision="fp32"``: the CPU engine before bf16
+                  (only where the default is not fp32 already); the reference for PSNR and
+                  the fraction of 8-bit values that differ by more than one level.
+  (c) one-tile    the usual approach of other tools (Real-ESRGAN's ``tile_process`` and
+                  similar), written out plainly in :func:`one_tile_at_a_time`: tiles of 256 LR px
+                  plus a 10 px context pad, one tile per forward pass, NCHW, fp32 on the CPU /
+                  fp16 on a GPU, each output tile cropped and pasted.
+  (c') one-tile-cl the same with the model in channels_last (RealESRGANer plus one line).
+
+The roofline reference is a measured convolution peak (:func:`conv_peak`: the generator's
+64 -> 64 3x3 layer in channels_last, fp32 and bf16), not a matrix multiply.
 
 Then the levers, one at a time, on the engine (BatchNorm folding, torch.compile, other
 precisions, whole image through the engine), with the PSNR of each output against the fp32
-output, and the analytic FLOPs per output pixel and the fraction of the machine's measured
-matrix-multiply peak that (b) reaches.
+output, and the analytic FLOPs per output pixel and the fraction of the measured convolution
+peak (at the engine's precision) that (b) reaches.
 
     python benchmarks/throughput.py --sizes 128,512 --json results.json
     python benchmarks/throughput.py --smoke            # tiny model and images: seconds
@@ -245,7 +253,8 @@ def measure(fns: dict, device: torch.device, repeats: int, warmup: int = 0, budg
 
 
 def matmul_peak(device: torch.device, n: int | None = None, repeats: int = 5) -> dict:
-    """Measured matrix-multiply FLOP/s: bf16 on a GPU, fp32 on the CPU (an n x n @ n x n product)."""
+    """Measured matrix-multiply FLOP/s: bf16 on a GPU, fp32 on the CPU (an n x n @ n x n product).
+    Used by gpu_levers.py; this script's roofline is :func:`conv_peak`."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -270,6 +279,27 @@ def matmul_peak(device: torch.device, n: int | None = None, repeats: int = 5) ->
             times.append(time.perf_counter() - t0)
     seconds = statistics.median(times)
     return {"dtype": str(dtype).replace("torch.", ""), "n": n, "flops_per_s": 2 * n**3 / seconds}
+
+
+def conv_peak(device: torch.device, dtype: torch.dtype, size: int = 256, repeats: int = 5) -> dict:
+    """Measured convolution FLOP/s: a 64 -> 64 channel 3x3 convolution on a (1, 64, size, size)
+    channels_last input, the layer that makes 33 of the generator's 37 convolutions, in ``dtype``
+    (bf16 directly, not autocast). The roofline reference for the engine: what the same kernels
+    reach without tiles, elementwise work or memory traffic between layers."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device, dtype).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 64, size, size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        conv(x)
+        conv(x)
+        for _ in range(repeats):
+            sync(device)
+            t0 = time.perf_counter()
+            conv(x)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    return {"dtype": str(dtype).replace("torch.", ""), "size": size, "flops_per_s": 2 * 64 * 64 * 9 * size**2 / seconds}
 
 
 # ----------------------------------------------------------------------------- model
@@ -421,6 +451,8 @@ def parse_args(argv=None):
                    "the CPU, 2048 on a GPU]")
     p.add_argument("--lever-tiles", default="", help="extra levers: engine tile sizes, comma-separated "
                    "(e.g. 128,192,384)")
+    p.add_argument("--variants", default=None, help="only these variants, comma-separated (engine always): "
+                   "whole, engine-fp32, one-tile, one-tile-cl [default: all]")
     p.add_argument("--no-levers", action="store_true", help="skip the levers section")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile lever")
     return parse(p, argv, "tiny model and images, one round: seconds")
@@ -431,11 +463,12 @@ def main(argv=None) -> dict:
     device = setup_device(args)
     gpu = device.type == "cuda"
     if args.smoke:
-        sizes, repeats, lever_size, usual_tile, mm_n = [24, 40], 1, 24, 16, 256
+        sizes, repeats, lever_size, usual_tile, peak_size = [24, 40], 1, 24, 16, 32
     else:
         default_sizes = "128,512,2048,4096" if gpu else "128,512,2048"
         sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
-        repeats, lever_size, usual_tile, mm_n = args.repeats, args.lever_size or (2048 if gpu else 256), 256, None
+        repeats, lever_size, usual_tile = args.repeats, args.lever_size or (2048 if gpu else 256), 256
+        peak_size = 1024 if gpu else 256
     usual_pad = 10
     warmup = 1 if gpu else 0  # GPU: one untimed round (cuDNN and allocator warm-up); CPU: the probe warms up
     machine = machine_info(device)
@@ -454,34 +487,56 @@ def main(argv=None) -> dict:
                    else f"differs by {flops - PAPER_FLOPS:+,.0f})"))
     print(f"analytic: {flops:,.0f} FLOP per output pixel in convolutions{note}")
 
-    peak = matmul_peak(device, mm_n)
-    print(f"measured matmul peak: {peak['flops_per_s'] / 1e9:,.1f} GFLOP/s ({peak['dtype']}, n={peak['n']})")
+    peaks = {name: conv_peak(device, dt, peak_size) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    print("measured conv peak (64->64 3x3, channels_last, "
+          f"{peak_size}^2): " + ", ".join(f"{k} {v['flops_per_s'] / 1e9:,.1f} GFLOP/s" for k, v in peaks.items()))
 
     up = Upscaler(model, device=device)  # the engine's defaults; moves the model to its layout
+    up32 = Upscaler(model, device=device, precision="fp32")  # the engine before bf16 (issue 15's "today")
     usual_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     if gpu:
         usual_model = usual_model.half()
+    usual_cl = copy.deepcopy(usual_model).to(memory_format=torch.channels_last)  # RealESRGANer + one line
     autocast_dtype, channels_last = up.autocast_dtype, up.channels_last
-    print(f"engine: {up!r}, channels_last={channels_last}")
-    print(f"one-tile reference: tile {usual_tile} + pad {usual_pad}, batch 1, NCHW, {'fp16' if gpu else 'fp32'}")
+    precision = precision_name(autocast_dtype)
+    peak = peaks.get(precision, peaks["bf16"])  # the roofline at the engine's precision (fp16: bf16's)
+    print(f"engine: {up!r}, autocast {precision}, channels_last={channels_last}")
+    print(f"engine-fp32: {up32!r} (the engine in fp32: what it was before bf16 on the CPU)")
+    print(f"one-tile reference: tile {usual_tile} + pad {usual_pad}, batch 1, {'fp16' if gpu else 'fp32'}, "
+          "NCHW (one-tile) and channels_last (one-tile-cl)")
+
+    outputs = {}
+
+    def keep(name, fn):
+        def run(im):
+            outputs[name] = fn(im)
+        return run
 
     variants = {
-        "whole": lambda im: whole_pass(up.model, im, device, autocast_dtype, channels_last),
-        "engine": lambda im: up.upscale(im),
+        "whole": keep("whole", lambda im: whole_pass(up.model, im, device, autocast_dtype, channels_last)),
+        "engine": keep("engine", up.upscale),
+        "engine-fp32": keep("engine-fp32", up32.upscale),
         "one-tile": lambda im: one_tile_at_a_time(usual_model, im, device, usual_tile, usual_pad, half=gpu),
+        "one-tile-cl": lambda im: one_tile_at_a_time(usual_cl, im, device, usual_tile, usual_pad, half=gpu),
     }
+    if up32.autocast_dtype == up.autocast_dtype:  # fp32 already: the same engine
+        del variants["engine-fp32"]
+    if args.variants:
+        wanted = {"engine", *args.variants.split(",")}
+        variants = {k: v for k, v in variants.items() if k in wanted}
 
     # probe: seconds per network LR pixel of each variant's model setup, for the time estimate
     probe = test_image(16 if args.smoke else 64)
     per_px = {}
-    for name, fn in (("engine", variants["whole"]),
+    for name, fn in (("engine", lambda im: whole_pass(up.model, im, device, autocast_dtype, channels_last)),
                      ("one-tile", lambda im: one_tile_at_a_time(usual_model, im, device, 1 << 30, 0, half=gpu))):
         fn(probe)
         per_px[name] = timed_run(lambda: fn(probe), device)["seconds"] / probe.shape[0] ** 2
-    work = {s: {"whole": 1.0, "engine": engine_work(up, s, s), "one-tile": one_tile_work(s, s, usual_tile, usual_pad)}
-            for s in sizes}
-    round_s = {s: s * s * (per_px["engine"] * (work[s]["whole"] + work[s]["engine"])
-                           + per_px["one-tile"] * work[s]["one-tile"]) for s in sizes}
+    work = {s: {"whole": 1.0, "engine": engine_work(up, s, s), "engine-fp32": engine_work(up32, s, s),
+                "one-tile": one_tile_work(s, s, usual_tile, usual_pad),
+                "one-tile-cl": one_tile_work(s, s, usual_tile, usual_pad)} for s in sizes}
+    round_s = {s: s * s * (per_px["engine"] * (work[s]["whole"] + work[s]["engine"] + work[s]["engine-fp32"])
+                           + per_px["one-tile"] * 2 * work[s]["one-tile"]) for s in sizes}
     estimates = {s: max(1, min(repeats, math.ceil(args.budget / round_s[s]) if round_s[s] else repeats))
                  * round_s[s] + warmup * round_s[s] for s in sizes}
     print("estimated time (from a 64 px probe): "
@@ -495,7 +550,7 @@ def main(argv=None) -> dict:
         return f"out of memory: {str(e).splitlines()[0][:120]}"
 
     results, ratios = [], []
-    header = (f"\n{'LR size':>8} {'variant':>9} {'MPix/s':>9} {'seconds':>9} {'CPU s':>8} {'work':>5} "
+    header = (f"\n{'LR size':>8} {'variant':>11} {'MPix/s':>9} {'seconds':>9} {'CPU s':>8} {'work':>5} "
               f"{'peak RSS MB':>12} {'CUDA MB':>8}")
     print(header)
     for size in sizes:
@@ -504,7 +559,7 @@ def main(argv=None) -> dict:
         fits, need_gb = _fits(model, size, device, autocast_dtype is not None)
         fns = {name: (lambda fn=fn: fn(image)) for name, fn in variants.items() if name != "whole" or fits}
         stats = measure(fns, device, repeats, warmup, args.budget, on_error)
-        if not fits:
+        if not fits and "whole" in variants:
             stats["whole"] = {"skipped": f"does not fit: needs about {need_gb:.1f} GB"}
         for name in variants:
             row = {"size": size, "variant": name, "output_mpix": out_mpix, "work": round(work[size][name], 4),
@@ -515,9 +570,12 @@ def main(argv=None) -> dict:
             results.append(row)
             _print_row(row)
         by = {r["variant"]: r for r in results if r["size"] == size}
+        fp32 = "engine-fp32" if "engine-fp32" in by else "engine"  # the engine in fp32 (the same one when fp32)
         ratio = {"size": size}
-        for key, other in (("engine_over_whole", "whole"), ("engine_over_one_tile", "one-tile")):
-            a, b = by["engine"], by[other]
+        for key, a, b in (("engine_over_whole", "engine", "whole"), ("engine_over_one_tile", "engine", "one-tile"),
+                          ("engine_over_one_tile_cl", "engine", "one-tile-cl"), ("engine_over_fp32", "engine", fp32),
+                          ("fp32_over_one_tile_cl", fp32, "one-tile-cl")):
+            a, b = by.get(a, {"skipped": "not run"}), by.get(b, {"skipped": "not run"})
             ok = "skipped" not in a and "skipped" not in b
             ratio[key] = a["mpix_per_s"] / b["mpix_per_s"] if ok else None
             ratio[key + "_cpu_time"] = (b["cpu_seconds"] / a["cpu_seconds"]
@@ -526,24 +584,30 @@ def main(argv=None) -> dict:
             ratio["engine_flops_per_s"] = by["engine"]["mpix_per_s"] * 1e6 * flops
             ratio["fraction_of_peak"] = ratio["engine_flops_per_s"] / peak["flops_per_s"]
             ratio["executed_fraction_of_peak"] = ratio["fraction_of_peak"] * work[size]["engine"]
+        if "engine" in outputs and "engine-fp32" in outputs:  # reduced precision vs the fp32 engine, 8-bit
+            ratio.update(quality_8bit(outputs["engine"], outputs["engine-fp32"]))
+        outputs.clear()
         ratios.append(ratio)
 
     print()
     for r in ratios:
         frac = (f"; engine {r['engine_flops_per_s'] / 1e9:,.1f} useful GFLOP/s = {100 * r['fraction_of_peak']:.1f}% "
-                f"of the matmul peak ({100 * r['executed_fraction_of_peak']:.1f}% counting recomputed margins)"
+                f"of the {precision} conv peak ({100 * r['executed_fraction_of_peak']:.1f}% counting recomputed margins)"
                 if "fraction_of_peak" in r else "")
+        quality = (f"; vs engine-fp32: PSNR {r['psnr_vs_fp32_db']:.1f} dB, {100 * r['frac_over_1_level']:.4f}% of "
+                   f"8-bit values differ by >1 level (max {r['max_level_diff']})" if "psnr_vs_fp32_db" in r else "")
         print(f"RATIO size={r['size']} engine/whole={_fmt(r['engine_over_whole'])} "
-              f"engine/one-tile={_fmt(r['engine_over_one_tile'])} (CPU time: {_fmt(r['engine_over_whole_cpu_time'])}, "
-              f"{_fmt(r['engine_over_one_tile_cpu_time'])}){frac}")
+              f"engine/one-tile={_fmt(r['engine_over_one_tile'])} engine/one-tile-cl={_fmt(r['engine_over_one_tile_cl'])} "
+              f"engine/engine-fp32={_fmt(r['engine_over_fp32'])} engine-fp32/one-tile-cl={_fmt(r['fp32_over_one_tile_cl'])} "
+              f"(CPU time: {_fmt(r['engine_over_whole_cpu_time'])}, {_fmt(r['engine_over_one_tile_cpu_time'])}){frac}{quality}")
 
     tiles = [int(t) for t in args.lever_tiles.split(",") if t]
     levers = [] if args.no_levers else run_levers(model, device, lever_size, repeats, warmup, args.budget,
                                                   compile_=not (args.no_compile or args.smoke), tiles=tiles)
     record = {"benchmark": "throughput", "machine": machine, "model": model_info,
-              "flops_per_output_pixel": flops, "flops_issue7": PAPER_FLOPS, "matmul_peak": peak,
+              "flops_per_output_pixel": flops, "flops_issue7": PAPER_FLOPS, "conv_peak": peaks,
               "engine": {"tile": up.tile, "overlap": up.overlap, "batch_size": up.batch_size,
-                         "precision": str(autocast_dtype or "fp32").replace("torch.", ""),
+                         "precision": precision,
                          "channels_last": channels_last},
               "one_tile": {"tile": usual_tile, "pad": usual_pad, "precision": "fp16" if gpu else "fp32"},
               "repeats": repeats, "estimated_seconds": estimates, "results": results, "ratios": ratios,
@@ -552,17 +616,30 @@ def main(argv=None) -> dict:
     return record
 
 
+def precision_name(autocast_dtype) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype]
+
+
+def quality_8bit(a: np.ndarray, b: np.ndarray) -> dict:
+    """8-bit image ``a`` against reference ``b``: PSNR (dB, peak 255), the fraction of values that
+    differ by more than one level, and the largest difference in levels."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    mse = float(np.mean(d.astype(np.float64) ** 2))
+    return {"psnr_vs_fp32_db": 10 * math.log10(255**2 / mse) if mse > 0 else float("inf"),
+            "frac_over_1_level": float(np.mean(d > 1)), "max_level_diff": int(d.max())}
+
+
 def _fmt(v) -> str:
     return f"{v:.2f}" if v is not None else "n/a"
 
 
 def _print_row(row: dict) -> None:
     if "skipped" in row:
-        print(f"{row['size']:>8} {row['variant']:>9} {'-':>9} {'-':>9} {'-':>8} {row['work']:>5.2f}  "
+        print(f"{row['size']:>8} {row['variant']:>11} {'-':>9} {'-':>9} {'-':>8} {row['work']:>5.2f}  "
               f"skipped: {row['skipped']}")
         return
     cuda = row["cuda_max_allocated_mb"]
-    print(f"{row['size']:>8} {row['variant']:>9} {row['mpix_per_s']:>9.3f} {row['seconds']:>9.2f} "
+    print(f"{row['size']:>8} {row['variant']:>11} {row['mpix_per_s']:>9.3f} {row['seconds']:>9.2f} "
           f"{row['cpu_seconds']:>8.1f} {row['work']:>5.2f} {row['peak_rss_mb']:>12.0f} "
           f"{cuda if cuda is not None else '-':>8}", flush=True)
 
@@ -584,7 +661,7 @@ def run_levers(model, device, size: int, repeats: int, warmup: int, budget_s: fl
     out_mpix = (size * model.config.scale) ** 2 / 1e6
     folded = fold_batchnorm(model)
     gpu = device.type == "cuda"
-    default_precision = "bf16" if gpu else "fp32"
+    default_precision = precision_name(Upscaler(model, device=device).autocast_dtype)
     setups = {"defaults": lambda: Upscaler(model, device=device),
               "fold BN": lambda: Upscaler(folded, device=device),
               "whole image (tile 0)": lambda: Upscaler(model, device=device, tile=0)}

@@ -55,7 +55,9 @@ def _psf(ctx, param, value):
               help="Tiles per forward pass.  [default: 1 on the CPU, 4 on a GPU]")
 @device_option
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="Arithmetic: auto = fp32 on the CPU, bf16 (or fp16) autocast on a GPU.")
+              help="Arithmetic: auto = bf16 (or fp16) autocast on a GPU; on the CPU bf16 autocast for "
+                   "photo models where the processor has native bf16 (AVX512-BF16/AMX), else fp32; FITS "
+                   "models fp32. The environment variable SRGAN_PRECISION replaces auto (e.g. fp32).")
 @click.option("--self-ensemble", is_flag=True,
               help="Average the model over the 8 flips/rotations of the input: a little sharper "
                    "and more accurate, 8x slower.")

@@ -57,3 +57,34 @@ def resolve_device(device="auto", local_rank: int | None = None) -> torch.device
             raise ConfigError(f"{why} but this machine has {count} CUDA device(s): use --device cuda:0 to "
                               f"{count - 1}, or start at most {count} processes per machine (torchrun --nproc-per-node)")
     return dev
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs with bf16 dot products
+
+
+def cpu_native_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 on x86), so bf16
+    autocast is faster than fp32; elsewhere oneDNN emulates bf16 and it is several times slower.
+
+    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also accepts plain
+    AVX-512, which emulates bf16, so the CPU flags decide; where /proc/cpuinfo is missing
+    (macOS, Windows) the answer is False: fp32.
+
+    >>> isinstance(cpu_native_bf16(), bool)
+    True
+    """
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":  # the kernels torch dispatches to here
+        return False
+    return bool(set(_cpu_flags()) & set(BF16_FLAGS))
+
+
+def _cpu_flags() -> list[str]:
+    """The ``flags`` of the first processor in /proc/cpuinfo ([] where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return []
