@@ -1,11 +1,10 @@
 """Any output scale for photos (``--outscale F``): model passes, then an antialiased resize to F.
 
 Output size: ``(round(H * F), round(W * F))`` for an H x W input (at least 1 px each way),
-for any F from 1 to 16. The model runs at its own scale s; when F > s it runs again on its
-own output while one more pass still leaves the result no larger than F times the input
-(``SECOND_PASS``: x4 then x8 = x4 twice and a resize down from x16 would be the other way;
-``benchmarks/outscale.py`` measured both, README: Upscaling photos), and the result is
-resized to the exact size with torch's antialiased bicubic (``F.interpolate(...,
+for any F from 1 to 16. The model runs at its own scale s; when F > s either the model runs
+again on its output (``SECOND_PASS``) or its output is resized up: for x8 with an x4 model,
+x4 and a resize up x2, or x4 twice (x16) and a resize down (``benchmarks/outscale.py``
+measured both, README: Upscaling photos). The result is resized to the exact size with torch's antialiased bicubic (``F.interpolate(...,
 antialias=True)``, the resize ``srgan.photo`` uses for alpha, in float, so 16-bit stays
 16-bit). F equal to the model's scale gives the model's output unchanged.
 
@@ -60,15 +59,15 @@ def output_size(h: int, w: int, outscale: float) -> tuple[int, int]:
 
 
 def model_passes(model_scale: int, outscale: float, second_pass: bool = SECOND_PASS) -> int:
-    """How many times the model runs for ``outscale``: 1, or more when ``second_pass`` and
-    another pass stays within ``outscale``.
+    """How many times the model runs for ``outscale``: 1, or with ``second_pass`` as many as
+    reach at least ``outscale`` (x4 for x8: two passes, x16, resized down).
 
     >>> model_passes(4, 3.5), model_passes(4, 8, True), model_passes(4, 16, True), model_passes(4, 8, False)
-    (1, 1, 2, 1)
+    (1, 2, 2, 1)
     """
     passes = 1
     if model_scale > 1:
-        while second_pass and model_scale ** (passes + 1) <= outscale + 1e-9:
+        while second_pass and model_scale ** passes < outscale - 1e-9:
             passes += 1
     return passes
 
