@@ -145,7 +145,10 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
 
     def get_upscaler(kind):
         if kind == "photo" and denoise is not None:  # photo-options hook (srgan.blend, srgan.outscale)
-            up = _denoised(denoise, model, scale, options)
+            up = _denoised(denoise, model, options)
+            if scale is not None and up.scale != scale:
+                raise ConfigError(f"--scale {scale} conflicts with --denoise, which blends x{up.scale} models: "
+                                  "leave out one of them")
         else:
             up = load(model or default_model(kind, scale))
         if scale is not None and up.scale != scale:
@@ -166,7 +169,7 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
         raise click.ClickException(f"{prefix}{len(result.failed)} of {len(mine)} file(s) failed:\n{failures}")
 
 
-def _denoised(strength, model, scale, options) -> Upscaler:
+def _denoised(strength, model, options) -> Upscaler:
     """The --denoise blend of photo-x4 and photo-x4-real (srgan.blend)."""
     from srgan.blend import DENOISE_MODELS, blended_model
 

@@ -141,7 +141,9 @@ class Outscaler:
         if not isinstance(out, (np.ndarray, torch.Tensor)):  # PIL
             from PIL import Image
 
-            return Image.fromarray(resize(np.asarray(out), size))
+            resized = Image.fromarray(resize(np.asarray(out), size))
+            resized.info.update({k: v for k, v in out.info.items() if k in ("icc_profile", "exif")})
+            return resized
         return resize(out, size)
 
 

@@ -72,3 +72,10 @@ def test_denoise_benchmark_smoke(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["denoise"] for r in rows] == [0.0, 1.0]
     assert "| S |" in proc.stdout
+
+
+def test_cli_denoise_with_another_scale_is_one_line(tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(src)
+    r = CliRunner().invoke(main, ["upscale", str(src), str(tmp_path / "o.png"), "--denoise", "0.5", "--scale", "2"])
+    assert r.exit_code == 1 and "--scale 2 conflicts with --denoise, which blends x4 models" in r.output
