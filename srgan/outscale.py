@@ -4,9 +4,10 @@ Output size: ``(round(H * F), round(W * F))`` for an H x W input (at least 1 px 
 for any F from 1 to 16. The model runs at its own scale s; when F > s either the model runs
 again on its output (``SECOND_PASS``) or its output is resized up: for x8 with an x4 model,
 x4 and a resize up x2, or x4 twice (x16) and a resize down (``benchmarks/outscale.py``
-measured both, README: Upscaling photos). The result is resized to the exact size with torch's antialiased bicubic (``F.interpolate(...,
-antialias=True)``, the resize ``srgan.photo`` uses for alpha, in float, so 16-bit stays
-16-bit). F equal to the model's scale gives the model's output unchanged.
+measured both, README: Upscaling photos; the resize won, ``SECOND_PASS = False``). The
+result is resized to the exact size with torch's antialiased bicubic (``F.interpolate(...,
+antialias=True)``; ``srgan.photo`` upscales alpha with the same bicubic), in float, so 16-bit
+stays 16-bit. F equal to the model's scale gives the model's output unchanged.
 
 FITS keep integer scales: flux and WCS are exact only for integer blocks of output pixels,
 so :func:`check_fits_outscale` refuses a fractional F, and an integer one other than the
