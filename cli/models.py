@@ -24,17 +24,30 @@ def _score_line(ds: dict) -> str:
 
 
 @click.command("models")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--convert", "convert_to", type=click.Path(dir_okay=False), default=None, metavar="OUT.safetensors",
+              help="Write the one community model file given as PATH as .safetensors (weights only, no pickle).")
 @report_errors
-def models_command():
+def models_command(paths, convert_to):
     """List the embedded models: scale, channels, parameters, training data, preset, scores.
 
     Scores come from `srgan eval --json srgan/weights/<name>.eval.json` ("not evaluated"
     when that file is absent). Use a model with `--model <name>` in upscale, eval and train.
 
+    With PATHS (model files, or folders holding .safetensors/.pth/.ckpt/.pt files), describe
+    those instead: srgan files and community models (ESRGAN, Real-ESRGAN, SwinIR, ...; read
+    weights-only, needs srgan[community]); a file that cannot be used is one line and exit 1.
+
     \b
-    Example:
+    Examples:
       srgan models
+      srgan models ~/models/ RealESRGAN_x4plus.pth
+      srgan models RealESRGAN_x4plus.pth --convert RealESRGAN_x4plus.safetensors
     """
+    if convert_to is not None:
+        return _convert(paths, convert_to)
+    if paths:
+        return _describe_files(paths)
     from srgan import checkpoint
     from srgan.pretrained import embedded_models
 
@@ -60,3 +73,31 @@ def models_command():
                 click.echo(f"    {_score_line(ds)}")
         if m.card:
             click.echo(f"  model card: {m.card}")
+
+
+def _describe_files(paths) -> None:
+    from srgan.model_files import describe_all
+
+    found = describe_all(paths)
+    if not found:
+        raise click.ClickException(f"no model files (.safetensors, .pth, .ckpt, .pt) in {', '.join(paths)}")
+    bad = 0
+    for path, m in found:
+        if isinstance(m, Exception):
+            bad += 1
+            click.echo(f"{path}: Error: {m}", err=True)
+            continue
+        click.echo(f"{path}: {m.family} {m.architecture}, x{m.scale}, {m.in_channels}->{m.out_channels} channels, "
+                   f"{m.parameters:,} parameters")
+        click.echo(f"  {m.detail}")
+    if bad:
+        raise click.ClickException(f"{bad} of {len(found)} model file(s) cannot be used")
+
+
+def _convert(paths, dst) -> None:
+    from srgan.community import convert_to_safetensors
+
+    if len(paths) != 1:
+        raise click.ClickException("--convert takes exactly one model file as PATH")
+    c = convert_to_safetensors(paths[0], dst)
+    click.echo(f"wrote {dst}: {c.architecture} x{c.scale}, {c.in_channels}->{c.out_channels} channels")

@@ -8,6 +8,7 @@ import click
 from srgan.batch import check_existing, check_writable, plan_jobs, rank_and_world_size, run_jobs, shard
 from srgan.errors import ConfigError
 from srgan.imageio import DEFAULT_MAX_PIXELS, FORMATS
+from srgan.outscale import Outscaler, check_fits_outscale
 from srgan.pretrained import default_model
 from srgan.upscale import PRECISIONS, Upscaler
 
@@ -61,6 +62,15 @@ def _psf(ctx, param, value):
 @click.option("--self-ensemble", is_flag=True,
               help="Average the model over the 8 flips/rotations of the input: a little sharper "
                    "and more accurate, 8x slower.")
+@click.option("--outscale", type=click.FloatRange(1, 16), default=None, metavar="F",
+              help="Photos: output exactly round(F x input size), F from 1 to 16: the model's scale, then an "
+                   "antialiased bicubic resize. FITS: integer scales only (use --scale).  [default: the model's scale]")
+@click.option("--denoise", type=click.FloatRange(0, 1), default=None, metavar="S",
+              help="Photos: blend the weights of photo-x4 (S=0, keeps noise as detail) and photo-x4-real "
+                   "(S=1, removes noise and JPEG blocks); not with --model.")
+@click.option("--alpha", type=click.Choice(["bicubic", "model"]), default="bicubic", show_default=True,
+              help="Photos with alpha: upscale the alpha channel bicubically, or run it through the model as gray "
+                   "(sharper soft edges, one more model pass).")
 @click.option("--format", "fmt", type=click.Choice(["keep", *FORMATS]), default="keep", show_default=True,
               help="Output format of photos; keep = the input's (GIF -> PNG). FITS stay FITS. 16-bit "
                    "input stays 16-bit in png and tiff; jpg and webp are 8-bit.")
@@ -96,7 +106,8 @@ def _psf(ctx, param, value):
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars over files and tiles.  [default: when stderr is a terminal]")
 @report_errors
-def upscale_command(input, output, model, scale, tile, overlap, batch_size, device, precision, self_ensemble, fmt, quality,
+def upscale_command(input, output, model, scale, tile, overlap, batch_size, device, precision, self_ensemble,
+                    outscale, denoise, alpha, fmt, quality,
                     skip_existing, overwrite, pattern, workers, dry_run, max_pixels, hdu, flux, consistency, psf,
                     residual, progress):
     """Upscale photos and FITS images: INPUT file -> OUTPUT file, or INPUT folder -> OUTPUT folder.
@@ -134,17 +145,28 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
         fits_options = FitsOptions(hdu=hdu, flux=flux, consistency=consistency, psf=psf, residual=residual)
     check_writable(mine)
 
+    options = dict(device=device, precision=precision, tile=tile, overlap=overlap, batch_size=batch_size,
+                   self_ensemble=self_ensemble)
+
     @functools.cache
     def load(name):
-        return Upscaler.from_pretrained(name, device=device, precision=precision, tile=tile, overlap=overlap,
-                                        batch_size=batch_size, self_ensemble=self_ensemble)
+        return Upscaler.from_pretrained(name, **options)
 
     def get_upscaler(kind):
-        up = load(model or default_model(kind, scale))
+        if kind == "photo" and denoise is not None:  # photo-options hook (srgan.blend, srgan.outscale)
+            up = _denoised(denoise, model, options)
+            if scale is not None and up.scale != scale:
+                raise ConfigError(f"--scale {scale} conflicts with --denoise, which blends x{up.scale} models: "
+                                  "leave out one of them")
+        else:
+            up = load(model or default_model(kind, scale))
         if scale is not None and up.scale != scale:
             raise ConfigError(f"--scale {scale} conflicts with --model {model}, which upscales x{up.scale}: "
                               "leave out one of them")
-        return up
+        if kind == "fits":
+            check_fits_outscale(outscale, up.scale)
+            return up
+        return up if outscale is None and alpha == "bicubic" else Outscaler(up, outscale, alpha)
 
     show = sys.stderr.isatty() if progress is None else progress
     result = run_jobs(mine, get_upscaler, quality=quality, skip_existing=skip_existing, workers=workers,
@@ -154,6 +176,15 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
     if not result.ok:
         failures = "\n".join(f"  {src}: {reason}" for src, reason in result.failed)
         raise click.ClickException(f"{prefix}{len(result.failed)} of {len(mine)} file(s) failed:\n{failures}")
+
+
+def _denoised(strength, model, options) -> Upscaler:
+    """The --denoise blend of photo-x4 and photo-x4-real (srgan.blend)."""
+    from srgan.blend import DENOISE_MODELS, blended_model
+
+    if model is not None:
+        raise ConfigError(f"--denoise blends {' and '.join(DENOISE_MODELS)}: leave out --model {model}")
+    return Upscaler(blended_model(strength), **options)
 
 
 def _echo_err(line: str) -> None:

@@ -376,6 +376,9 @@ def evaluate(model, hr_dir, *, scale: int | None = None, preset: str | None = No
     up = _upscaler(model, device, tile, precision, self_ensemble)
     scale = _check_scale(up, scale)
     preset = preset or up.info.preset
+    if preset == "unknown":  # community model files do not say what they were trained on
+        raise ConfigError(f"{up.info.name} does not say which degradation it was trained for: pass --preset "
+                          "(bicubic: the benchmark protocol; photo: blur, noise and JPEG)")
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r} for --preset: use one of {tuple(PRESETS)}")
     astro = PRESETS[preset].pipeline == "astro"

@@ -9,8 +9,9 @@ Photo models (Normalization "unit") see RGB in [0, 1]: uint8 and uint16 are scal
 through 8 bits); float input is taken as already in [0, 1] and the output is clipped to
 [0, 1]. A grayscale image goes through a 3-channel model as replicated RGB and comes back as
 one channel (the mean of the three output channels); a 1-channel model runs each channel of
-a colour image as its own plane. An alpha channel is upscaled with bicubic interpolation
-(not by the model) and kept.
+a colour image as its own plane. An alpha channel is kept and upscaled with bicubic
+interpolation (``alpha="bicubic"``, the default) or by the model itself, run on the alpha
+plane as a gray image (``alpha="model"``: sharper soft edges, one more model pass).
 
 Data models (Normalization "asinh", e.g. for FITS) get float pixel values through
 :meth:`Upscaler.upscale_planes <srgan.upscale.Upscaler.upscale_planes>`.
@@ -29,26 +30,27 @@ from srgan.errors import InputError
 from srgan.imageio import pil_pixels
 
 ALPHA_TILE, ALPHA_OVERLAP = 1024, 2  # alpha is upscaled bicubically, which reaches 2 LR px
+ALPHA_MODES = ("bicubic", "model")  # how an alpha channel is upscaled (--alpha)
 
 
-def upscale_image(up, image, progress: bool = False):
+def upscale_image(up, image, progress: bool = False, alpha: str = "bicubic"):
     """:meth:`Upscaler.upscale <srgan.upscale.Upscaler.upscale>`: dispatch on the kind of ``image``.
 
     Raises:
         TypeError: not a numpy array, torch tensor or PIL image.
     """
     if isinstance(image, np.ndarray):
-        return upscale_array(up, image, progress)
+        return upscale_array(up, image, progress, alpha)
     if isinstance(image, torch.Tensor):
-        return upscale_tensor(up, image, progress)
+        return upscale_tensor(up, image, progress, alpha)
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        return upscale_pil(up, image, progress)
+        return upscale_pil(up, image, progress, alpha)
     raise TypeError(f"upscale takes a numpy array, a torch tensor or a PIL image, got {type(image).__name__}")
 
 
-def upscale_array(up, a: np.ndarray, progress: bool = False) -> np.ndarray:
+def upscale_array(up, a: np.ndarray, progress: bool = False, alpha: str = "bicubic") -> np.ndarray:
     """(H, W) or (H, W, C) uint8, uint16 or float -> (sH, sW[, C]), same dtype (data models: float32)."""
     if a.ndim not in (2, 3) or min(a.shape[:2]) < 1:
         raise InputError(f"expected an (H, W) or (H, W, C) image array, got shape {a.shape}")
@@ -58,16 +60,16 @@ def upscale_array(up, a: np.ndarray, progress: bool = False) -> np.ndarray:
         return planes[0] if a.ndim == 2 else planes.transpose(1, 2, 0)
     H, W = chw.shape[1:]
     out = np.empty((H * up.scale, W * up.scale, chw.shape[0]), a.dtype)
-    upscale_pixels(up, chw, out.transpose(2, 0, 1), progress)
+    upscale_pixels(up, chw, out.transpose(2, 0, 1), progress, alpha)
     return out[..., 0] if a.ndim == 2 else out
 
 
-def upscale_tensor(up, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
+def upscale_tensor(up, x: torch.Tensor, progress: bool = False, alpha: str = "bicubic") -> torch.Tensor:
     """(C, H, W), (B, C, H, W) or (H, W) -> the same layout upscaled, same dtype and device."""
     if x.ndim == 2:
-        return upscale_tensor(up, x[None], progress)[0]
+        return upscale_tensor(up, x[None], progress, alpha)[0]
     if x.ndim == 4:
-        return torch.stack([upscale_tensor(up, xb, progress) for xb in x])
+        return torch.stack([upscale_tensor(up, xb, progress, alpha) for xb in x])
     if x.ndim != 3 or min(x.shape[1:]) < 1:
         raise InputError(f"expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     if not up.is_photo_model:
@@ -75,15 +77,15 @@ def upscale_tensor(up, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
         return torch.from_numpy(planes).to(x.device, x.dtype)
     C, H, W = x.shape
     out = torch.empty((C, H * up.scale, W * up.scale), dtype=x.dtype, device=x.device)
-    upscale_pixels(up, x.detach(), out, progress)
+    upscale_pixels(up, x.detach(), out, progress, alpha)
     return out
 
 
-def upscale_pil(up, im, progress: bool = False):
+def upscale_pil(up, im, progress: bool = False, alpha: str = "bicubic"):
     """A PIL image -> a PIL image of the same mode (P/PA: RGB/RGBA, 1: L); ICC profile and EXIF kept."""
     from PIL import Image
 
-    out = upscale_array(up, pil_pixels(im, name="PIL image"), progress)
+    out = upscale_array(up, pil_pixels(im, name="PIL image"), progress, alpha)
     result = Image.fromarray(out.astype(np.int32) if im.mode == "I" else out)  # I stays I, not I;16
     for key in ("icc_profile", "exif"):
         if key in im.info:
@@ -91,12 +93,15 @@ def upscale_pil(up, im, progress: bool = False):
     return result
 
 
-def upscale_pixels(up, src, out, progress: bool = False) -> None:
+def upscale_pixels(up, src, out, progress: bool = False, alpha: str = "bicubic") -> None:
     """The photo path: ``src`` (C, H, W) integer or float pixels -> ``out`` (C, sH, sW), same dtype.
 
     ``src``/``out`` are numpy arrays or torch tensors (``out`` may be a strided view). The
-    colour channels go through the model, an alpha channel through bicubic interpolation.
+    colour channels go through the model, an alpha channel through bicubic interpolation
+    (``alpha="bicubic"``) or through the model as a gray image (``alpha="model"``).
     """
+    if alpha not in ALPHA_MODES:
+        raise InputError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
     cin, cout = up.model.config.in_channels, up.model.config.out_channels
     if cin != cout:
         raise InputError(f"model maps {cin} to {cout} channels: use upscale_planes for such models")
@@ -132,7 +137,16 @@ def upscale_pixels(up, src, out, progress: bool = False) -> None:
         return to_pixels(y)
 
     up.run_tiled(src[:colour], out[:colour], pre, post, progress=progress)
-    if has_alpha:
+    if has_alpha and alpha == "model":  # the alpha plane as a gray image through the model
+        def pre_gray(x):
+            x = to_unit(x)
+            return x.expand(-1, cin, -1, -1) if cin > 1 else x
+
+        def post_gray(y):
+            return to_pixels(y.mean(1, keepdim=True) if y.shape[1] > 1 else y)
+
+        up.run_tiled(src[colour:], out[colour:], pre_gray, post_gray, progress=progress)
+    elif has_alpha:
         def bicubic(x):
             return F.interpolate(x, scale_factor=up.scale, mode="bicubic", align_corners=False)
 
