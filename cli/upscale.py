@@ -78,6 +78,11 @@ def _psf(ctx, param, value):
               show_default=True,
               help="FITS: conserve = each output pixel holds 1/scale^2 of the flux (total flux kept); "
                    "surface-brightness = values comparable per pixel with the input's.")
+@click.option("--flux-correction", "correction", type=click.Choice(["block", "global"]), default="block",
+              show_default=True,
+              help="FITS: block = each input pixel's flux kept exactly in its scale x scale output pixels "
+                   "(photometry); global = the network's output with only its total flux corrected "
+                   "(pictures, not for photometry).")
 @click.option("--consistency/--no-consistency", default=False, show_default=True,
               help="FITS: correct the output by back-projection until re-degrading it reproduces the "
                    "input within the noise.")
@@ -90,7 +95,7 @@ def _psf(ctx, param, value):
               help="Progress bars over files and tiles.  [default: when stderr is a terminal]")
 @report_errors
 def upscale_command(input, output, model, scale, tile, overlap, batch_size, device, precision, self_ensemble, fmt, quality,
-                    skip_existing, pattern, workers, dry_run, max_pixels, hdu, flux, consistency, psf,
+                    skip_existing, pattern, workers, dry_run, max_pixels, hdu, flux, correction, consistency, psf,
                     residual, progress):
     """Upscale photos and FITS images: INPUT file -> OUTPUT file, or INPUT folder -> OUTPUT folder.
 
@@ -122,7 +127,7 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
     if any(job.kind == "fits" for job in mine):  # srgan.fits imports astropy: only for FITS jobs
         from srgan.fits import FitsOptions
 
-        fits_options = FitsOptions(hdu=hdu, flux=flux, consistency=consistency, psf=psf, residual=residual)
+        fits_options = FitsOptions(hdu=hdu, flux=flux, correction=correction, consistency=consistency, psf=psf, residual=residual)
     check_writable(mine)
 
     @functools.cache

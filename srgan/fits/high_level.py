@@ -19,7 +19,7 @@ from astropy.io import fits
 
 from srgan.checkpoint import atomic_write
 from srgan.errors import ConfigError, InputError
-from srgan.fits.header import history_notes, output_header, rescale_wcs, residual_hdu
+from srgan.fits.header import history_notes, output_header, rescale_wcs, residual_hdu, saturation_level
 from srgan.fits.options import FitsOptions, resolve_options
 from srgan.fits.parse import describe_hdus, image_hdus, open_fits, parse_input, select_hdu
 from srgan.fits.pipeline import check_model, psf_description, upscale_array
@@ -49,7 +49,7 @@ def upscale_hdu(upscaler, hdu, *, flux: str = "conserve", consistency: bool = Fa
     """
     o = resolve_options(options, FitsOptions(flux=flux, consistency=consistency, psf=psf, residual=residual))
     data, header, _ = parse_input(hdu, o.hdu)
-    out, resid, results = upscale_array(upscaler, data, o)
+    out, resid, results = upscale_array(upscaler, data, o, saturation=saturation_level(header))
     what = psf_description(upscaler, o)
     h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what))
     compressed = isinstance(hdu, fits.CompImageHDU)
@@ -85,7 +85,8 @@ def upscale_nddata(upscaler, nd, *, flux: str = "conserve", consistency: bool = 
         raise TypeError(f"expected an astropy NDData or CCDData, got {type(nd).__name__}")
     data, header, wcs = parse_input(nd)
     s = upscaler.scale
-    out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o)
+    out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o,
+                                        saturation=saturation_level(header))
     what = psf_description(upscaler, o)
     h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what))
     new_wcs = rescale_wcs(wcs, s) if wcs is not None else None

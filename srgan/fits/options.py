@@ -16,6 +16,7 @@ import numpy as np
 from srgan.errors import ConfigError
 
 FLUX_MODES = ("conserve", "surface-brightness")
+CORRECTIONS = ("block", "global")  # how the network's output is made to keep the input's flux
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class FitsOptions:
             that read files or HDULists (``--hdu``).
         flux: ``"conserve"`` (the output sums to the input's flux) or ``"surface-brightness"``
             (output values on the input's per-pixel scale) (``--flux``).
+        correction: ``"block"`` (every input pixel's flux kept exactly in its s x s output
+            pixels: photometry-grade, the default) or ``"global"`` (the network's raw output
+            with one correction of the total flux: for pictures, not for photometry)
+            (``--flux-correction``).
         consistency: back-project until the re-degraded output reproduces the input within
             its noise (``--consistency``).
         psf: PSF of the forward operator for ``consistency``/``residual``: a Gaussian FWHM in
@@ -47,6 +52,7 @@ class FitsOptions:
 
     hdu: int | str | tuple[str, int] | None = None
     flux: str = "conserve"
+    correction: str = "block"
     consistency: bool = False
     psf: float | str | os.PathLike | np.ndarray | None = None
     residual: bool = False
@@ -58,6 +64,8 @@ class FitsOptions:
             raise ConfigError(f"hdu must be an index, an EXTNAME or (EXTNAME, EXTVER), got {hdu!r} (--hdu N or NAME)")
         if self.flux not in FLUX_MODES:
             raise ConfigError(f"flux must be one of {FLUX_MODES}, got {self.flux!r} (--flux)")
+        if self.correction not in CORRECTIONS:
+            raise ConfigError(f"correction must be one of {CORRECTIONS}, got {self.correction!r} (--flux-correction)")
         for name, flag in (("consistency", "--consistency/--no-consistency"), ("residual", "--residual")):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r} ({flag})")

@@ -19,7 +19,7 @@ import numpy as np
 from astropy.io import fits
 
 from srgan.errors import InputError
-from srgan.fits.header import history_notes, output_header
+from srgan.fits.header import history_notes, output_header, saturation_level
 from srgan.fits.options import FitsOptions
 from srgan.fits.paged import PagedArray
 from srgan.fits.parse import hdu_data
@@ -111,7 +111,7 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     s = upscaler.scale
     shape = (*data.shape[:-2], data.shape[-2] * s, data.shape[-1] * s)
     if isinstance(hdu, fits.CompImageHDU) or not stream:
-        out, resid, results = upscale_array(upscaler, data, options)
+        out, resid, results = upscale_array(upscaler, data, options, saturation=saturation_level(hdu.header))
         h = output_header(hdu.header, upscaler, options.flux, history_notes(results, options.consistency, what))
         if isinstance(hdu, fits.CompImageHDU):
             f.write(hdu_bytes(compressed_hdu(out, h, hdu), primary=False))
@@ -135,7 +135,8 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     mm = mmap.mmap(f.fileno(), 0)
     try:
         out = PagedArray(np.ndarray(shape, dtype=">f4", buffer=mm, offset=offset), mm)
-        _, resid, results = upscale_array(upscaler, data, options, out=out)
+        _, resid, results = upscale_array(upscaler, data, options, out=out,
+                                            saturation=saturation_level(hdu.header))
         out.release()
         del out
     finally:
