@@ -80,6 +80,7 @@ def outputs(up, data: np.ndarray, header, methods=METHODS) -> dict[str, np.ndarr
             cons.smooth_correction(xf, lr, s)
         elif m == "backproject":
             cons.backproject_binning(xf, lr, s)
+
         res[m] = np.where(np.isfinite(x), xf, np.nan)
     return res
 

@@ -127,7 +127,8 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
     if any(job.kind == "fits" for job in mine):  # srgan.fits imports astropy: only for FITS jobs
         from srgan.fits import FitsOptions
 
-        fits_options = FitsOptions(hdu=hdu, flux=flux, correction=correction, consistency=consistency, psf=psf, residual=residual)
+        fits_options = FitsOptions(hdu=hdu, flux=flux, correction=correction, consistency=consistency, psf=psf,
+                                   residual=residual)
     check_writable(mine)
 
     @functools.cache

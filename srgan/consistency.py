@@ -205,22 +205,26 @@ GAUSS_BEYOND_3 = 0.0026998  # P(|N(0, 1)| > 3)
 
 
 def pixel_noise(lr: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """Noise sigma from pixel-to-pixel differences: ``1.4826 MAD(x[i+1] - x[i]) / sqrt(2)``.
+    """Noise sigma from second differences of neighbours: ``1.4826 MAD(x[i-1] - 2 x[i] + x[i+1]) / sqrt(6)``.
 
-    Smooth galaxy light barely changes neighbouring pixels, so unlike sigma-clipped stats of
-    the whole stamp it is not inflated when a galaxy fills the image. Both pixels of a pair
-    must be valid. Raises InputError when no pair is left or the differences are all zero.
+    A galaxy's light is locally smooth, and second differences cancel its gradients, so unlike
+    sigma-clipped stats of the whole stamp (or first differences on a steep profile) the
+    estimate is not inflated when a galaxy fills the image. Along rows and columns; all three
+    pixels must be valid. Raises InputError when nothing is left or the differences are all zero.
     """
     x = np.asarray(lr, dtype=np.float64)
-    pairs = [(x[:, 1:] - x[:, :-1], None if valid is None else valid[:, 1:] & valid[:, :-1]),
-             (x[1:] - x[:-1], None if valid is None else valid[1:] & valid[:-1])]
-    d = np.concatenate([(a if m is None else a[m]).ravel() for a, m in pairs])
-    d = d[np.isfinite(d)]
+    m = np.ones(x.shape, bool) if valid is None else np.asarray(valid, bool)
+    parts = []
+    for a, v in ((x, m), (x.T, m.T)):
+        d = a[:, :-2] - 2 * a[:, 1:-1] + a[:, 2:]
+        ok = v[:, :-2] & v[:, 1:-1] & v[:, 2:] & np.isfinite(d)
+        parts.append(d[ok])
+    d = np.concatenate(parts)
     if not d.size:
-        raise InputError("no two neighbouring valid pixels: the noise cannot be estimated")
-    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+        raise InputError("no three neighbouring valid pixels: the noise cannot be estimated")
+    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(6.0)
     if not sigma > 0:
-        sigma = float(np.std(d)) / np.sqrt(2.0)
+        sigma = float(np.std(d)) / np.sqrt(6.0)
     if not sigma > 0:
         raise InputError("neighbouring pixels are all equal: the noise cannot be estimated")
     return sigma
