@@ -154,7 +154,8 @@ def _moment(img: np.ndarray, aperture):
     """Flux-weighted centroid (x, y) of ``img`` in ``aperture`` (exact overlap weights), or None."""
     m = aperture.to_mask(method="exact")
     cut = m.multiply(np.nan_to_num(img))
-    if cut is None or m.bbox.ixmin < 0 or m.bbox.iymin < 0 or m.bbox.ixmax > img.shape[1] or m.bbox.iymax > img.shape[0]:
+    b = m.bbox
+    if cut is None or b.ixmin < 0 or b.iymin < 0 or b.ixmax > img.shape[1] or b.iymax > img.shape[0]:
         return None
     total = cut.sum()
     if not total > 0:
@@ -274,17 +275,19 @@ def run(up, files: list[Path], methods=METHODS, psnr_files=None) -> dict:
 
 def table(record: dict) -> str:
     """Markdown table of the summary."""
+    psnr = "psnr_asinh_db" in record
     head = ("| method | " + " | ".join(f"r={r}: median \\|ratio-1\\| / worst / off >0.5%" for r in RADII)
-            + " | centroid shift (px) | round trip (sigma) |" + (" PSNR asinh (dB) |" if "psnr_asinh_db" in record else ""))
+            + " | centroid shift (px) | round trip (sigma) |" + (" PSNR asinh (dB) |" if psnr else ""))
     lines = [head, "|---" * (len(RADII) + 3 + ("psnr_asinh_db" in record)) + "|"]
     for m, s in record["summary"].items():
         cells = []
         for r in RADII:
             v = s[f"r{r}"]
-            cells.append("-" if v["n"] == 0 else
-                         f"{100 * v['median_abs_dev']:.2f}% / {v['worst_ratio']:.3f} / {100 * v['frac_off']:.0f}% (n={v['n']})")
+            cells.append("-" if v["n"] == 0 else f"{100 * v['median_abs_dev']:.2f}% / {v['worst_ratio']:.3f} / "
+                         f"{100 * v['frac_off']:.0f}% (n={v['n']})")
         c = s["centroid_shift_median"]
-        row = f"| {m} | " + " | ".join(cells) + f" | {'-' if c is None else f'{c:.3f}'} | {s['roundtrip_rms_sigma_median']:.3f} |"
+        c = "-" if c is None else f"{c:.3f}"
+        row = f"| {m} | " + " | ".join(cells) + f" | {c} | {s['roundtrip_rms_sigma_median']:.3f} |"
         if "psnr_asinh_db" in record:
             row += f" {record['psnr_asinh_db'].get(m, float('nan')):.2f} |"
         lines.append(row)

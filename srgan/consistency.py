@@ -270,7 +270,8 @@ def back_project(sr: np.ndarray, lr: np.ndarray, kernel: torch.Tensor, scale: in
     """
     sigma = noise if np.ndim(noise) else float(noise)
     if not np.all(np.asarray(sigma) > 0):
-        raise InputError(f"noise sigma must be > 0 for back-projection, got {noise if np.ndim(noise) == 0 else 'an ERR plane with values <= 0'}")
+        got = noise if np.ndim(noise) == 0 else "an ERR plane with values <= 0"
+        raise InputError(f"noise sigma must be > 0 for back-projection, got {got}")
     n = int(valid.sum()) if valid is not None else lr.size
     target = expected_beyond_3(n)
     first = None

@@ -227,7 +227,14 @@ def rescale_value_cards(h: fits.Header, flux: str, scale: int) -> list[str]:
     return notes
 
 
-def output_header(header: fits.Header, upscaler, flux: str, notes=()) -> fits.Header:
+CORRECTION_NOTES = {
+    "block": "flux correction block: each input pixel's flux in its block",
+    "global": "flux correction global: total only, not for photometry",
+    "consistency": "flux correction: back-projection (below), then the total",
+}
+
+
+def output_header(header: fits.Header, upscaler, flux: str, notes=(), correction: str = "block") -> fits.Header:
     """Rescaled content cards plus srgan's provenance cards (SRSCALE, SRFLUX, SRMODEL, SRMODSHA, HISTORY)."""
     from srgan import __version__
 
@@ -248,6 +255,7 @@ def output_header(header: fits.Header, upscaler, flux: str, notes=()) -> fits.He
     h.add_history(f"sha256 {info.sha256}")
     h.add_history(f"srgan: tile {tile} px, overlap {overlap} px (input pixels)")
     h.add_history(f"srgan: flux {flux}: {FLUX_COMMENTS[flux]}")
+    h.add_history(f"srgan: {CORRECTION_NOTES[correction]}")
     for note in notes:
         h.add_history(f"srgan: {note}")
     return h
@@ -265,7 +273,8 @@ def history_notes(results, consistency: bool, psf_what: str | None) -> list[str]
             f"{sum(b.iterations for b in bps):5d} iterations, residual RMS {max(b.rms_before for b in bps):8.3g} "
             f"->{max(b.rms_after for b in bps):8.3g} sigma",
             f">3 sigma {100 * max(b.frac_before for b in bps):7.3f}% ->{100 * max(b.frac_after for b in bps):7.3f}%"
-            f" (noise: {100 * max(b.frac_expected for b in bps):6.3f}%), max {max(b.max_after for b in bps):8.3g} sigma",
+            f" (noise: {100 * max(b.frac_expected for b in bps):6.3f}%),"
+            f" max {max(b.max_after for b in bps):8.3g} sigma",
             f"noise from {bps[0].noise_from:17s}, output clipped to the input range"]
 
 

@@ -51,7 +51,8 @@ def upscale_hdu(upscaler, hdu, *, flux: str = "conserve", consistency: bool = Fa
     data, header, _ = parse_input(hdu, o.hdu)
     out, resid, results = upscale_array(upscaler, data, o, saturation=saturation_level(header))
     what = psf_description(upscaler, o)
-    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what))
+    h = output_header(header, upscaler, o.flux, correction=o.applied_correction,
+                      notes=history_notes(results, o.consistency, what))
     compressed = isinstance(hdu, fits.CompImageHDU)
     if compressed:
         image = compressed_hdu(out, h, hdu)
@@ -88,7 +89,8 @@ def upscale_nddata(upscaler, nd, *, flux: str = "conserve", consistency: bool = 
     out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o,
                                         saturation=saturation_level(header))
     what = psf_description(upscaler, o)
-    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what))
+    h = output_header(header, upscaler, o.flux, correction=o.applied_correction,
+                      notes=history_notes(results, o.consistency, what))
     new_wcs = rescale_wcs(wcs, s) if wcs is not None else None
 
     def up(a):

@@ -75,6 +75,12 @@ class FitsOptions:
         if isinstance(psf, numbers.Real) and not psf > 0:
             raise ConfigError(f"PSF FWHM must be > 0 input pixels, got {psf} (--psf FWHM or a PSF FITS file)")
 
+    @property
+    def applied_correction(self) -> str:
+        """The flux correction the pipeline applies: ``"consistency"`` (back-projection, then the
+        total flux) replaces ``correction`` when ``consistency`` is on."""
+        return "consistency" if self.consistency else self.correction
+
     def is_default(self) -> bool:
         """True when every field has its default value (nothing was asked for)."""
         return all(_same(getattr(self, f.name), f.default) for f in fields(self))

@@ -112,7 +112,8 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     shape = (*data.shape[:-2], data.shape[-2] * s, data.shape[-1] * s)
     if isinstance(hdu, fits.CompImageHDU) or not stream:
         out, resid, results = upscale_array(upscaler, data, options, saturation=saturation_level(hdu.header))
-        h = output_header(hdu.header, upscaler, options.flux, history_notes(results, options.consistency, what))
+        h = output_header(hdu.header, upscaler, options.flux, correction=options.applied_correction,
+                      notes=history_notes(results, options.consistency, what))
         if isinstance(hdu, fits.CompImageHDU):
             f.write(hdu_bytes(compressed_hdu(out, h, hdu), primary=False))
         else:
@@ -123,7 +124,8 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
         return resid, results
     # streaming: the header first, then a memory-mapped data block. The back-projection note is
     # known only after the pixels: a placeholder of the same length is written first.
-    cards = output_header(hdu.header, upscaler, options.flux, history_notes([], options.consistency, what))
+    cards = output_header(hdu.header, upscaler, options.flux, correction=options.applied_correction,
+                      notes=history_notes([], options.consistency, what))
     header = _image_header(cards, shape, primary)
     start = f.tell()
     f.write(header.tostring().encode("ascii"))
@@ -144,7 +146,8 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     if options.consistency:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the header's warnings were given on the first pass
-            cards = output_header(hdu.header, upscaler, options.flux, history_notes(results, True, what))
+            cards = output_header(hdu.header, upscaler, options.flux, correction=options.applied_correction,
+                      notes=history_notes(results, True, what))
         final = _image_header(cards, shape, primary).tostring().encode("ascii")
         if len(final) != offset - start:
             raise RuntimeError("streamed FITS header changed size")  # cannot happen: fixed-width notes
