@@ -95,6 +95,11 @@ def _psf(ctx, param, value):
               help="FITS: conserve = each output pixel holds 1/scale^2 of the flux (total flux kept); "
                    "surface-brightness = values comparable per pixel with the input's.  [default: "
                    "surface-brightness when BUNIT is per solid angle (MJy/sr, .../arcsec2), else conserve]")
+@click.option("--flux-correction", "correction", type=click.Choice(["block", "global"]), default="block",
+              show_default=True,
+              help="FITS: block = each input pixel's flux kept exactly in its scale x scale output pixels "
+                   "(photometry); global = the network's output with only its total flux corrected "
+                   "(pictures, not for photometry).")
 @click.option("--consistency/--no-consistency", default=False, show_default=True,
               help="FITS: correct the output by back-projection until re-degrading it reproduces the "
                    "input within the noise.")
@@ -108,7 +113,8 @@ def _psf(ctx, param, value):
 @report_errors
 def upscale_command(input, output, model, scale, tile, overlap, batch_size, device, precision, self_ensemble,
                     outscale, denoise, alpha, fmt, quality,
-                    skip_existing, overwrite, pattern, workers, dry_run, max_pixels, hdu, flux, consistency, psf,
+                    skip_existing, overwrite, pattern, workers, dry_run, max_pixels, hdu, flux, correction,
+                    consistency, psf,
                     residual, progress):
     """Upscale photos and FITS images: INPUT file -> OUTPUT file, or INPUT folder -> OUTPUT folder.
 
@@ -142,7 +148,8 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
     if any(job.kind == "fits" for job in mine):  # srgan.fits imports astropy: only for FITS jobs
         from srgan.fits import FitsOptions
 
-        fits_options = FitsOptions(hdu=hdu, flux=flux, consistency=consistency, psf=psf, residual=residual)
+        fits_options = FitsOptions(hdu=hdu, flux=flux, correction=correction, consistency=consistency, psf=psf,
+                                   residual=residual)
     check_writable(mine)
 
     options = dict(device=device, precision=precision, tile=tile, overlap=overlap, batch_size=batch_size,

@@ -298,14 +298,16 @@ def astro_outputs(upscaler, lr: np.ndarray, scale: int, setup: AstroSetup, rl_it
     """{method: (sH, sW) output} of every method for one (h, w) float32 LR; see the module doc.
 
     The model runs through :func:`srgan.fits.upscale_array`, the pixel pipeline of
-    ``srgan upscale``, so eval scores exactly what users get.
+    ``srgan upscale``, with ``--flux-correction global``: the truth is the HR before the PSF,
+    and the default block correction keeps each input pixel's (PSF-blurred) flux, i.e. gives
+    up deconvolution across pixels for photometry (its PSNR: benchmarks/photometry.py --psnr).
     """
     import torch.nn.functional as F
 
     from srgan.degrade import psf_kernel
     from srgan.fits import FitsOptions, upscale_array
 
-    sr, _, _ = upscale_array(upscaler, lr, FitsOptions(flux="surface-brightness"))
+    sr, _, _ = upscale_array(upscaler, lr, FitsOptions(flux="surface-brightness", correction="global"))
     bic = F.interpolate(torch.from_numpy(lr)[None, None].double(), scale_factor=scale, mode="bicubic",
                         align_corners=False)[0, 0].numpy()
     psf = psf_kernel(setup.kind, setup.fwhm, beta=setup.beta).double().numpy()

@@ -70,7 +70,9 @@ def sky_and_noise(image: np.ndarray, sigma: float = 3.0, maxiters: int = 5) -> t
     finite = np.isfinite(image)
     if not finite.any():
         raise InputError("image has no finite pixels (all NaN or inf)")
-    _, median, std = sigma_clipped_stats(image[finite], sigma=sigma, maxiters=maxiters)
+    # float64: float32 squares overflow above ~1e19 and vanish below ~1e-19, which made data in
+    # cm^-2 (1e20) all NaN and data scaled by 1e-30 "constant"; the stats are scale-equivariant
+    _, median, std = sigma_clipped_stats(np.asarray(image[finite], np.float64), sigma=sigma, maxiters=maxiters)
     if not np.isfinite(std) or std <= 0:
         # Flat sky (e.g. noiseless simulations or zero-filled stamps): fall back to the
         # spread of all finite pixels so the stretch stays defined.

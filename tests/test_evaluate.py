@@ -167,15 +167,15 @@ def test_eval_scores_exactly_what_srgan_upscale_writes(galaxies, tiny_astro_mode
     from srgan.data import load_fits_planes
     from srgan.degrade import PRESETS
     from srgan.evaluate import AstroSetup, astro_lr, astro_outputs, score_fits
-    from srgan.fits import pipeline, upscale_fits
+    from srgan.fits import FitsOptions, pipeline, upscale_fits
     from srgan.metrics import psnr_data
     from srgan.upscale import Upscaler
 
     if tagged:
         real = pipeline.upscale_plane
 
-        def shifted(upscaler, plane, out, options, kernel=None):
-            result = real(upscaler, plane, out, options, kernel)
+        def shifted(upscaler, plane, out, options, kernel=None, **kw):
+            result = real(upscaler, plane, out, options, kernel, **kw)
             out[...] = np.asarray(out) + np.float32(7.0)
             return result
 
@@ -186,8 +186,12 @@ def test_eval_scores_exactly_what_srgan_upscale_writes(galaxies, tiny_astro_mode
     hr = modcrop(load_fits_planes(path)[0], 2).astype(np.float32)
     lr = astro_lr(hr, 2, setup, path.name)
     fits.PrimaryHDU(lr).writeto(tmp_path / "lr.fits")
-    upscale_fits(up, tmp_path / "lr.fits", tmp_path / "sr.fits", flux="surface-brightness")
-    written = fits.getdata(tmp_path / "sr.fits").astype(np.float32)
+    upscale_fits(up, tmp_path / "lr.fits", tmp_path / "sr.fits", flux="surface-brightness")  # block
+    upscale_fits(up, tmp_path / "lr.fits", tmp_path / "sr_global.fits",
+                 options=FitsOptions(flux="surface-brightness", correction="global"))
+    block = fits.getdata(tmp_path / "sr.fits").astype(np.float32)
+    assert not np.array_equal(astro_outputs(up, lr, 2, setup, rl_iterations=1)["model"], block)
+    written = fits.getdata(tmp_path / "sr_global.fits").astype(np.float32)  # eval scores the network's resolution
     assert np.array_equal(astro_outputs(up, lr, 2, setup, rl_iterations=1)["model"], written)
     _, _, scores = score_fits(up, path, 2, setup, rl_iterations=1)
     assert scores["model"]["psnr_linear"] == psnr_data(written, hr, 2)

@@ -12,8 +12,10 @@ Every input form an astropy user holds is accepted (:func:`parse_input`), and th
   sum over the output equals the sum over the input; ``flux="surface-brightness"``: output
   pixel values are on the input's per-pixel scale (the sum is s^2 larger); default (None):
   surface-brightness when BUNIT is per solid angle (MJy/sr, ...), else conserve. Either way the
-  network's output is corrected so that the total flux is exactly the input's
-  (:func:`srgan.consistency.conserve_flux`); the mode is written to the ``SRFLUX`` card.
+  network's output is corrected so that every input pixel's flux is exactly in its s x s
+  output block (``correction="block"``, :func:`srgan.consistency.project_blocks`), or only the
+  total (``correction="global"``, :func:`srgan.consistency.conserve_flux`: pictures, not
+  photometry); the mode is written to the ``SRFLUX`` card.
 - precision and range: float32 out, never quantised (compressed output is lossless GZIP_2);
   the model sees the image through the asinh stretch of its robust sky and noise
   (:mod:`srgan.normalize`), so negative sky and bright cores pass through.

@@ -192,12 +192,55 @@ def _is_surface_brightness(bunit) -> bool:
         return False
 
 
-def output_header(header: fits.Header, upscaler, flux: str, notes=()) -> fits.Header:
+LEVEL_CARDS = ("SATURATE", "SATLEVEL", "SKYLEVEL", "SKY", "SKYVAL", "BACKGND", "MEDSKY", "SKY_MED")
+NOISE_CARDS = ("NOISEVAR", "SKYSIG", "SKYRMS", "SKYNOISE", "SKY_SIG")
+
+
+def saturation_level(header: fits.Header) -> float | None:
+    """The header's SATURATE value (pixel units), or None when absent or not a finite number."""
+    v = header.get("SATURATE")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
+        return float(v)
+    return None
+
+
+def rescale_value_cards(h: fits.Header, flux: str, scale: int) -> list[str]:
+    """Rescale, in place, the cards in pixel-value units for the flux mode; returns HISTORY notes.
+
+    Levels (SATURATE, sky levels: LEVEL_CARDS) are divided by s^2 for ``flux="conserve"`` (pixel
+    values are), kept for surface brightness. Per-pixel noise cards (NOISE_CARDS) are removed in
+    both modes: the output's per-pixel noise is not the input's (the network denoises, and the
+    s^2 pixels of a block share one input pixel's noise).
+    """
+    notes = []
+    if saturation_level(h) is not None:
+        notes.append("pixels >= SATURATE: not super-resolved, flat in their blocks")
+    for key in LEVEL_CARDS:
+        v = h.get(key)
+        if flux == "conserve" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            h[key] = v / scale**2
+            notes.append(f"{key} divided by {scale * scale} (pixel values are, flux conserve)")
+    for key in NOISE_CARDS:
+        if key in h:
+            del h[key]
+            notes.append(f"{key} removed: per-pixel noise of the output is not the input's")
+    return notes
+
+
+CORRECTION_NOTES = {
+    "block": "flux correction block: each input pixel's flux in its block",
+    "global": "flux correction global: total only, not for photometry",
+    "consistency": "flux correction: back-projection (below), then the total",
+}
+
+
+def output_header(header: fits.Header, upscaler, flux: str, notes=(), correction: str = "block") -> fits.Header:
     """Rescaled content cards plus srgan's provenance cards (SRSCALE, SRFLUX, SRMODEL, SRMODSHA, HISTORY)."""
     from srgan import __version__
 
     info, s = upscaler.info, upscaler.scale
     h = content_cards(rescale_header(header, s))
+    notes = [*rescale_value_cards(h, flux, s), *notes]
     if flux == "conserve" and "BUNIT" in h and _is_surface_brightness(h["BUNIT"]):
         warnings.warn(f"BUNIT {h['BUNIT']!r} is a surface brightness, but flux='conserve' divides pixel values "
                       f"by {s * s}; use flux='surface-brightness' (--flux surface-brightness) to keep that unit "
@@ -212,6 +255,7 @@ def output_header(header: fits.Header, upscaler, flux: str, notes=()) -> fits.He
     h.add_history(f"sha256 {info.sha256}")
     h.add_history(f"srgan: tile {tile} px, overlap {overlap} px (input pixels)")
     h.add_history(f"srgan: flux {flux}: {FLUX_COMMENTS[flux]}")
+    h.add_history(f"srgan: {CORRECTION_NOTES[correction]}")
     for note in notes:
         h.add_history(f"srgan: {note}")
     return h
@@ -220,13 +264,18 @@ def output_header(header: fits.Header, upscaler, flux: str, notes=()) -> fits.He
 def history_notes(results, consistency: bool, psf_what: str | None) -> list[str]:
     """HISTORY notes on the back-projection of ``results`` (:class:`~srgan.fits.pipeline.PlaneResult`);
     fixed-width numbers, so a streamed header keeps its size when rewritten."""
+    notes = []
     if not consistency:
-        return []
+        return notes
     bps = [r.backprojection or cons.BackProjection(0, 0.0, 0.0, True) for r in results] or [
         cons.BackProjection(0, 0.0, 0.0, True)]
-    return [f"back-projection, PSF {psf_what}:",
+    return [*notes, f"back-projection, PSF {psf_what}:",
             f"{sum(b.iterations for b in bps):5d} iterations, residual RMS {max(b.rms_before for b in bps):8.3g} "
-            f"->{max(b.rms_after for b in bps):8.3g} sigma"]
+            f"->{max(b.rms_after for b in bps):8.3g} sigma",
+            f">3 sigma {100 * max(b.frac_before for b in bps):7.3f}% ->{100 * max(b.frac_after for b in bps):7.3f}%"
+            f" (noise: {100 * max(b.frac_expected for b in bps):6.3f}%),"
+            f" max {max(b.max_after for b in bps):8.3g} sigma",
+            f"noise from {bps[0].noise_from:17s}, output clipped to the input range"]
 
 
 def residual_hdu(resid: np.ndarray, header: fits.Header, results, psf_what: str, ver: int) -> fits.ImageHDU:

@@ -21,7 +21,7 @@ from astropy.io import fits
 from srgan.checkpoint import atomic_write
 from srgan.errors import ConfigError, InputError
 from srgan.fits import products
-from srgan.fits.header import history_notes, output_header, rescale_wcs, residual_hdu
+from srgan.fits.header import history_notes, output_header, rescale_wcs, residual_hdu, saturation_level
 from srgan.fits.options import FitsOptions, resolve_options
 from srgan.fits.parse import describe_hdus, image_hdus, open_fits, parse_input, select_hdu
 from srgan.fits.pipeline import check_model, psf_description, upscale_array
@@ -54,9 +54,10 @@ def upscale_hdu(upscaler, hdu, *, flux: str | None = None, consistency: bool = F
     data, header, _ = parse_input(hdu, o.hdu)
     flux, note = products.flux_mode(o.flux, header.get("BUNIT"))
     o = dataclasses.replace(o, flux=flux)
-    out, resid, results = upscale_array(upscaler, data, o)
+    out, resid, results = upscale_array(upscaler, data, o, saturation=saturation_level(header))
     what = psf_description(upscaler, o)
-    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what) + ([note] if note else []))
+    h = output_header(header, upscaler, o.flux, correction=o.applied_correction,
+                      notes=history_notes(results, o.consistency, what) + ([note] if note else []))
     compressed = isinstance(hdu, fits.CompImageHDU)
     if compressed:
         image = compressed_hdu(out, h, hdu)
@@ -95,9 +96,11 @@ def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool =
     s = upscaler.scale
     flux, note = products.flux_mode(o.flux, nd.unit if nd.unit is not None else header.get("BUNIT"))
     o = dataclasses.replace(o, flux=flux)
-    out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o)
+    out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o,
+                                        saturation=saturation_level(header))
     what = psf_description(upscaler, o)
-    h = output_header(header, upscaler, o.flux, history_notes(results, o.consistency, what) + ([note] if note else []))
+    h = output_header(header, upscaler, o.flux, correction=o.applied_correction,
+                      notes=history_notes(results, o.consistency, what) + ([note] if note else []))
     new_wcs = rescale_wcs(wcs, s) if wcs is not None else None
 
     mask = products.upsample(nd.mask, s) if nd.mask is not None and np.ndim(nd.mask) == data.ndim else nd.mask

@@ -16,6 +16,7 @@ import numpy as np
 from srgan.errors import ConfigError
 
 FLUX_MODES = ("conserve", "surface-brightness")
+CORRECTIONS = ("block", "global")  # how the network's output is made to keep the input's flux
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class FitsOptions:
             (output values on the input's per-pixel scale), or None: chosen from BUNIT
             (surface-brightness for units per solid angle such as MJy/sr, else conserve;
             conserve for bare arrays) (``--flux``).
+        correction: ``"block"`` (every input pixel's flux kept exactly in its s x s output
+            pixels: photometry-grade, the default) or ``"global"`` (the network's raw output
+            with one correction of the total flux: for pictures, not for photometry)
+            (``--flux-correction``).
         consistency: back-project until the re-degraded output reproduces the input within
             its noise (``--consistency``).
         psf: PSF of the forward operator for ``consistency``/``residual``: a Gaussian FWHM in
@@ -49,6 +54,7 @@ class FitsOptions:
 
     hdu: int | str | tuple[str, int] | None = None
     flux: str | None = None
+    correction: str = "block"
     consistency: bool = False
     psf: float | str | os.PathLike | np.ndarray | None = None
     residual: bool = False
@@ -62,6 +68,8 @@ class FitsOptions:
             raise ConfigError(f"hdu must be an index, an EXTNAME or (EXTNAME, EXTVER), got {hdu!r} (--hdu N or NAME)")
         if self.flux is not None and self.flux not in FLUX_MODES:
             raise ConfigError(f"flux must be one of {FLUX_MODES}, got {self.flux!r} (--flux)")
+        if self.correction not in CORRECTIONS:
+            raise ConfigError(f"correction must be one of {CORRECTIONS}, got {self.correction!r} (--flux-correction)")
         for name, flag in (("consistency", "--consistency/--no-consistency"), ("residual", "--residual")):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r} ({flag})")
@@ -70,6 +78,12 @@ class FitsOptions:
             raise ConfigError(f"psf must be a FWHM in input pixels, a PSF FITS file or an array, got {psf!r} (--psf)")
         if isinstance(psf, numbers.Real) and not psf > 0:
             raise ConfigError(f"PSF FWHM must be > 0 input pixels, got {psf} (--psf FWHM or a PSF FITS file)")
+
+    @property
+    def applied_correction(self) -> str:
+        """The flux correction the pipeline applies: ``"consistency"`` (back-projection, then the
+        total flux) replaces ``correction`` when ``consistency`` is on."""
+        return "consistency" if self.consistency else self.correction
 
     def is_default(self) -> bool:
         """True when every field has its default value (nothing was asked for)."""

@@ -9,8 +9,12 @@ users get. Per (H, W) plane, in this order:
 2. NaN/BLANK pixels filled for the network by Gaussian interpolation (:func:`fill_nans`);
 3. the model, through its asinh normalisation with that sky and noise (a 3-channel astronomy
    model sees the plane in every channel; the channels are averaged);
-4. with ``consistency``: back-projection until A(SR) matches the input within the noise;
-5. the exact total-flux correction (:func:`srgan.consistency.conserve_flux`);
+4. the flux correction: by default every input pixel's flux exactly in its s x s output
+   block (:func:`srgan.consistency.project_blocks`); ``correction="global"``: only the total
+   (:func:`srgan.consistency.conserve_flux`); with ``consistency``: back-projection until
+   A(SR) matches the input pixel by pixel within the noise, clipped to the input's range, then
+   the total;
+5. saturated (SATURATE) and flagged pixels: filled like NaNs in step 2, flat in the output;
 6. with ``residual``: the residual map (A(SR) - input) / sigma;
 7. strip by strip: NaN again at the upscaled positions of missing pixels, pixel values divided
    by s^2 for ``flux="conserve"``, and the achieved flux measured.
@@ -48,6 +52,7 @@ class PlaneResult:
     noise: float
     flux_error: float  # |flux out - flux in| / sum(|input|) over valid pixels
     backprojection: cons.BackProjection | None = None
+    saturated: int = 0  # input pixels saturated or flagged (output flat there)
 
 
 def check_model(upscaler) -> None:
@@ -127,7 +132,21 @@ def _run_model(upscaler, lr: np.ndarray, sky: float, noise: float, out: np.ndarr
         out[...] = rgb.mean(axis=0)
 
 
-def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None) -> tuple[PlaneResult, np.ndarray | None]:
+def threshold_mask(plane, valid: np.ndarray, level: float | None) -> np.ndarray | None:
+    """(H, W) bool: valid pixels at or above ``level`` (the header's SATURATE), or None when none are."""
+    if level is None:
+        return None
+    sat = np.zeros(plane.shape, bool)
+    rows = max(1, STATS_PIXELS // max(1, plane.shape[-1]))
+    for a in range(0, plane.shape[0], rows):
+        with np.errstate(invalid="ignore"):
+            sat[a:a + rows] = valid[a:a + rows] & (np.asarray(plane[a:a + rows]) >= level)
+    return sat if sat.any() else None
+
+
+def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None, *,
+                  saturation: float | None = None, flagged: np.ndarray | None = None,
+                  error: np.ndarray | None = None) -> tuple[PlaneResult, np.ndarray | None]:
     """Upscale one plane into ``out``: the whole pixel pipeline (steps 1-7 of the module doc).
 
     Args:
@@ -135,8 +154,14 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None) -> tu
             ``upscale_planes``) whose model passed :func:`check_model`.
         plane: (H, W) float array, memmap or :class:`PagedArray`; NaNs mark missing pixels.
         out: (sH, sW) float array to write into (a memmap or :class:`PagedArray` streams).
-        options: flux mode, consistency and residual (``hdu`` and ``psf`` are not used here).
+        options: flux mode, correction, consistency and residual (``hdu`` and ``psf`` are not used here).
         kernel: (k, k) PSF on the output grid (:func:`psf_kernel`); needed for consistency/residual.
+        saturation: pixels at or above it (the header's SATURATE) are saturated.
+        flagged: (H, W) bool, further do-not-use pixels (e.g. from a DQ plane), treated like saturated ones.
+        error: (H, W) per-pixel sigma of the input (an ERR plane) for ``consistency``.
+    Saturated and flagged pixels are filled for the network like NaNs, take no part in the
+    flux correction or back-projection, and come out flat: each output pixel of such a block
+    holds the input value (per-pixel units), so they stay at or above the rescaled SATURATE.
     Returns:
         (:class:`PlaneResult`, residual (H, W) float32 or None without ``options.residual``).
     Raises:
@@ -149,17 +174,29 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None) -> tu
     valid = finite_mask(raw)
     if not valid.any():
         raise InputError("an image plane has no finite pixels (all NaN/BLANK); nothing to upscale")
+    sat = threshold_mask(raw, valid, saturation)
+    if flagged is not None:
+        sat = (valid & flagged) if sat is None else (sat | (valid & flagged))
+    usable = valid if sat is None else valid & ~sat
+    if not usable.any():
+        raise InputError("every pixel of an image plane is saturated or flagged; nothing to upscale")
     sky, noise = sky_and_noise_plane(raw)
-    all_valid = bool(valid.all())
-    lr = raw if all_valid else fill_nans(raw, valid, sky)
-    mask = None if all_valid else valid
+    all_valid = bool(usable.all())
+    lr = raw if all_valid else fill_nans(raw, usable, sky)
+    mask = None if all_valid else usable
     _run_model(upscaler, lr, sky, noise, out)
     bp = None
     if options.consistency:
-        bp = cons.back_project(out, lr, kernel, s, noise, valid=mask)
-    cons.conserve_flux(out, lr, s, sky, noise, valid=mask)
+        sigma = error if error is not None else cons.pixel_noise(lr, mask)
+        bp = cons.back_project(out, lr, kernel, s, sigma, valid=mask, bounds=cons.output_bounds(lr, mask, s))
+        bp.noise_from = "ERR" if error is not None else "pixel differences"
+        cons.conserve_flux(out, lr, s, sky, noise, valid=mask)
+    elif options.correction == "block":
+        cons.project_blocks(out, lr, s, sky, noise, valid=mask)
+    else:
+        cons.conserve_flux(out, lr, s, sky, noise, valid=mask)
     resid = cons.residual_map(out, lr, kernel, s, noise, valid=mask) if options.residual else None
-    # NaN footprint, flux units, and the measured flux, strip by strip
+    # NaN footprint, saturated blocks flat, flux units, and the measured flux, strip by strip
     h, w = lr.shape
     rows = cons.strip_rows(h, w, s)
     divide = float(s * s) if options.flux == "conserve" else 1.0
@@ -167,19 +204,27 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None) -> tu
     for a in range(0, h, rows):
         b = min(h, a + rows)
         x = np.asarray(out[a * s:b * s], dtype=np.float32)
-        up_valid = None if mask is None else np.repeat(np.repeat(mask[a:b], s, 0), s, 1)
-        check_finite_output(x, None if up_valid is None else ~up_valid, what="output")  # never pass off NaN output
+        if mask is not None:  # never pass off NaN output (saturated blocks are replaced below)
+            check_finite_output(x, ~_up(mask[a:b], s), what="output")
+        else:
+            check_finite_output(x, None, what="output")
+        if sat is not None:
+            x = np.where(_up(sat[a:b], s), _up(np.asarray(raw[a:b], np.float32), s), x)
         if mask is not None:
-            x = np.where(up_valid, x, np.float32(np.nan))
+            x = np.where(_up(valid[a:b], s), x, np.float32(np.nan))
         x = x / np.float32(divide)
         total += float(np.nansum(x, dtype=np.float64))
         out[a * s:b * s] = x
     flux_in = total if options.flux == "conserve" else total / (s * s)
-    err = cons.flux_error_vs_input(flux_in, raw, mask)
-    if err > 0.005:  # cannot happen after conserve_flux, short of float overflow
+    err = cons.flux_error_vs_input(flux_in, raw, None if all_valid and sat is None else valid)
+    if err > 0.005:  # cannot happen after the flux correction, short of float overflow
         warnings.warn(f"output flux differs from the input's by {100 * err:.2f}% of the total absolute flux",
                       stacklevel=3)
-    return PlaneResult(sky, noise, err, bp), resid
+    return PlaneResult(sky, noise, err, bp, 0 if sat is None else int(sat.sum())), resid
+
+
+def _up(a: np.ndarray, s: int) -> np.ndarray:
+    return np.repeat(np.repeat(a, s, 0), s, 1)
 
 
 def psf_kernel(upscaler, options: FitsOptions):
@@ -197,7 +242,8 @@ def psf_description(upscaler, options: FitsOptions) -> str | None:
     return psf_kernel(upscaler, options)[1]
 
 
-def upscale_array(upscaler, data: np.ndarray, options: FitsOptions = FitsOptions(), out: np.ndarray | None = None):
+def upscale_array(upscaler, data: np.ndarray, options: FitsOptions = FitsOptions(), out: np.ndarray | None = None,
+                  *, saturation: float | None = None):
     """Upscale (..., H, W) data plane by plane with :func:`upscale_plane` (the array core of every FITS function).
 
     Args:
@@ -205,6 +251,7 @@ def upscale_array(upscaler, data: np.ndarray, options: FitsOptions = FitsOptions
         data: (..., H, W) float array (memmap ok); NaNs mark missing pixels.
         options: :class:`FitsOptions` (``hdu`` is not used: the data are already chosen).
         out: optional (..., sH, sW) float32 array or memmap to write into.
+        saturation: the header's SATURATE (see :func:`upscale_plane`), or None.
     Returns:
         (out (..., sH, sW) float32, residual (..., H, W) float32 or None, [PlaneResult per plane]).
     Raises:
@@ -226,7 +273,8 @@ def upscale_array(upscaler, data: np.ndarray, options: FitsOptions = FitsOptions
     resids = resid.reshape(-1, h, w) if options.residual else None
     results = []
     for i in range(planes.shape[0]):
-        result, r = upscale_plane(upscaler, sub(planes, lambda a: a[i]), sub(outs, lambda a: a[i]), options, kernel)
+        result, r = upscale_plane(upscaler, sub(planes, lambda a: a[i]), sub(outs, lambda a: a[i]), options, kernel,
+                                  saturation=saturation)
         if options.residual:
             resids[i] = r
         results.append(result)

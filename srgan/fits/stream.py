@@ -26,7 +26,7 @@ import numpy as np
 from astropy.io import fits
 
 from srgan.errors import InputError, OutputError
-from srgan.fits.header import history_notes, output_header
+from srgan.fits.header import history_notes, output_header, saturation_level
 from srgan.fits.options import FitsOptions
 from srgan.fits.paged import PagedArray
 from srgan.fits.parse import hdu_data
@@ -159,8 +159,9 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     s = upscaler.scale
     shape = (*data.shape[:-2], data.shape[-2] * s, data.shape[-1] * s)
     if isinstance(hdu, fits.CompImageHDU) or not stream:
-        out, resid, results = upscale_array(upscaler, data, options)
-        h = output_header(hdu.header, upscaler, options.flux, history_notes(results, options.consistency, what) + list(notes))
+        out, resid, results = upscale_array(upscaler, data, options, saturation=saturation_level(hdu.header))
+        h = output_header(hdu.header, upscaler, options.flux, correction=options.applied_correction,
+                          notes=history_notes(results, options.consistency, what) + list(notes))
         if isinstance(hdu, fits.CompImageHDU):
             f.write(hdu_bytes(compressed_hdu(out, h, hdu), primary=False))
         else:
@@ -171,7 +172,8 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
         return resid, results
     # streaming: the header first, then a memory-mapped data block. The back-projection note is
     # known only after the pixels: a placeholder of the same length is written first.
-    cards = output_header(hdu.header, upscaler, options.flux, history_notes([], options.consistency, what) + list(notes))
+    cards = output_header(hdu.header, upscaler, options.flux, correction=options.applied_correction,
+                          notes=history_notes([], options.consistency, what) + list(notes))
     header = _image_header(cards, shape, primary)
     start = f.tell()
     f.write(header.tostring().encode("ascii"))
@@ -185,7 +187,8 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     mm = mmap.mmap(f.fileno(), 0)
     try:
         out = PagedArray(np.ndarray(shape, dtype=">f4", buffer=mm, offset=offset), mm)
-        _, resid, results = upscale_array(upscaler, data, options, out=out)
+        _, resid, results = upscale_array(upscaler, data, options, out=out,
+                                            saturation=saturation_level(hdu.header))
         out.release()
         del out
     finally:
@@ -193,7 +196,8 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     if options.consistency:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the header's warnings were given on the first pass
-            cards = output_header(hdu.header, upscaler, options.flux, history_notes(results, True, what) + list(notes))
+            cards = output_header(hdu.header, upscaler, options.flux, correction=options.applied_correction,
+                                  notes=history_notes(results, True, what) + list(notes))
         final = _image_header(cards, shape, primary).tostring().encode("ascii")
         if len(final) != offset - start:
             raise RuntimeError("streamed FITS header changed size")  # cannot happen: fixed-width notes
