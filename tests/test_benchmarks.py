@@ -131,6 +131,17 @@ def test_photo_memory_smoke(tmp_path):
     assert all(r["peak_rss_mb"] > 0 for r in rows)
 
 
+def test_denoise_smoke(tmp_path):
+    stdout, rows = _smoke("denoise", tmp_path, machine_line=False)
+    assert [r["denoise"] for r in rows] == [0.0, 1.0]
+    assert "| S |" in stdout
+
+
+def test_outscale_smoke(tmp_path):
+    (row,) = _smoke("outscale", tmp_path, machine_line=False)[1]["results"]
+    assert set(row["mean"]) == {"bicubic", "resize", "second-pass"} and row["n_images"] == 2
+
+
 # ----------------------------------------------------------------------------- the GPU session's run (issue 17)
 
 import gpu_levers  # noqa: E402

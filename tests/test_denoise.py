@@ -58,22 +58,6 @@ def test_cli_denoise_ends_and_model_conflict(tmp_path, one_thread):
     assert r.exit_code == 1 and "--denoise blends photo-x4 and photo-x4-real: leave out --model photo-x4" in r.output
 
 
-def test_denoise_benchmark_smoke(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    out = tmp_path / "r.json"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "denoise.py"
-    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out)], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads(out.read_text())
-    assert [r["denoise"] for r in rows] == [0.0, 1.0]
-    assert "| S |" in proc.stdout
-
-
 def test_cli_denoise_with_another_scale_is_one_line(tmp_path):
     src = tmp_path / "a.png"
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(src)

@@ -100,17 +100,3 @@ def test_cli_outscale_photo_and_fits(tmp_path, one_thread):
     assert "--outscale 3.5 is fractional: FITS outputs keep integer scales" in r.output
     assert not (tmp_path / "g4.fits").exists()
 
-
-def test_outscale_benchmark_smoke(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    out = tmp_path / "r.json"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "outscale.py"
-    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out)], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    (row,) = json.loads(out.read_text())["results"]
-    assert set(row["mean"]) == {"bicubic", "resize", "second-pass"} and row["n_images"] == 2
