@@ -65,6 +65,21 @@ def test_default_output_blocks_hold_their_input_pixel_flux(up):
     np.testing.assert_allclose(blocks, data, rtol=1e-5, atol=1e-5 * np.abs(data).max())
 
 
+def test_correction_keyword_of_the_python_api(up, tmp_path):
+    data, header = field(4, 48)
+    hdu = fits.PrimaryHDU(data, header)
+    raw = sf.upscale_hdu(up, hdu, correction="global")
+    assert raw.header["HISTORY"] and "global" in str(raw.header["HISTORY"])
+    blocks = raw.data.astype(np.float64).reshape(48, SCALE, 48, SCALE).sum(axis=(1, 3))
+    assert np.abs(blocks - data).max() > 1e-3 * np.abs(data).max()  # only the total is kept
+    np.testing.assert_allclose(blocks.sum(), data.sum(dtype=np.float64), rtol=1e-5)
+    hdu.writeto(tmp_path / "in.fits")
+    out = sf.upscale_fits(up, tmp_path / "in.fits", tmp_path / "g.fits", correction="global")
+    np.testing.assert_allclose(fits.getdata(out), raw.data, rtol=1e-6, atol=1e-6 * np.abs(data).max())
+    with pytest.raises(Exception, match="correction must be one of"):
+        sf.upscale_hdu(up, hdu, correction="local")
+
+
 def test_shared_galaxies_photometry_with_galaxy_x4():
     from srgan.upscale import Upscaler
 

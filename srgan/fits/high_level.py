@@ -29,7 +29,7 @@ from srgan.fits.stream import compressed_hdu, gzip_open, hdu_bytes, input_array,
 
 
 def upscale_hdu(upscaler, hdu, *, flux: str | None = None, consistency: bool = False, psf=None,
-                residual: bool = False, options: FitsOptions | None = None):
+                residual: bool = False, correction: str = "block", options: FitsOptions | None = None):
     """Upscale one image HDU (or anything :func:`parse_input` accepts) in memory.
 
     Args:
@@ -41,6 +41,9 @@ def upscale_hdu(upscaler, hdu, *, flux: str | None = None, consistency: bool = F
         psf: PSF of A: FWHM in input pixels, PSF FITS file or array on the input grid, or None
             (the model's training preset).
         residual: also return the SRRESID image (A(SR) - input) / sigma.
+        correction: "block" (default: each input pixel's flux kept exactly in its s x s output
+            pixels, photometry-grade) or "global" (the network's output with only its total
+            flux corrected: pictures, not photometry).
         options: all of the above (and ``hdu`` for a path or HDUList) as one
             :class:`FitsOptions`, instead of the keywords.
     Returns:
@@ -50,7 +53,8 @@ def upscale_hdu(upscaler, hdu, *, flux: str | None = None, consistency: bool = F
     Raises:
         ConfigError: a bad option (naming it). ModelError: a photo model. InputError: bad data.
     """
-    o = resolve_options(options, FitsOptions(flux=flux, consistency=consistency, psf=psf, residual=residual))
+    o = resolve_options(options, FitsOptions(flux=flux, consistency=consistency, psf=psf, residual=residual,
+                                               correction=correction))
     data, header, _ = parse_input(hdu, o.hdu)
     flux, note = products.flux_mode(o.flux, header.get("BUNIT"))
     o = dataclasses.replace(o, flux=flux)
@@ -70,7 +74,7 @@ def upscale_hdu(upscaler, hdu, *, flux: str | None = None, consistency: bool = F
 
 
 def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool = False, psf=None,
-                   residual: bool = False, options: FitsOptions | None = None):
+                   residual: bool = False, correction: str = "block", options: FitsOptions | None = None):
     """Upscale an astropy NDData/CCDData; returns the same class.
 
     data: upscaled; wcs: rescaled (None if none); mask: upscaled by repetition (each output
@@ -89,7 +93,8 @@ def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool =
     """
     from astropy.nddata import InverseVariance, NDData, StdDevUncertainty, VarianceUncertainty
 
-    o = resolve_options(options, FitsOptions(flux=flux, consistency=consistency, psf=psf, residual=residual))
+    o = resolve_options(options, FitsOptions(flux=flux, consistency=consistency, psf=psf, residual=residual,
+                                               correction=correction))
     if not isinstance(nd, NDData):
         raise TypeError(f"expected an astropy NDData or CCDData, got {type(nd).__name__}")
     data, header, wcs = parse_input(nd)
@@ -130,7 +135,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = None, consistency: bool = False,
-                 psf=None, residual: bool = False, options: FitsOptions | None = None) -> Path:
+                 psf=None, residual: bool = False, correction: str = "block", options: FitsOptions | None = None) -> Path:
     """Upscale a FITS file into a new FITS file, written atomically.
 
     Every image HDU with 2 or more axes is upscaled (cubes plane by plane), or only ``hdu``
@@ -156,7 +161,7 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
             photo model.
     """
     o = resolve_options(options, FitsOptions(hdu=hdu, flux=flux, consistency=consistency, psf=psf,
-                                             residual=residual))
+                                             residual=residual, correction=correction))
     path_in, path_out = Path(path_in), Path(path_out)
     if _same_file(path_in, path_out):
         raise ConfigError(f"output {path_out} is the input file; choose another output path (srgan never "
