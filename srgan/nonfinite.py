@@ -17,34 +17,23 @@ import numpy as np
 from srgan.errors import InputError, OutputError
 
 
-def fill_nonfinite(a: np.ndarray, bad: np.ndarray, max_rounds: int = 64) -> np.ndarray:
+def fill_nonfinite(a: np.ndarray, bad: np.ndarray) -> np.ndarray:
     """``a`` ((H, W) or (H, W, C) float) with the pixels where ``bad`` ((H, W) bool) is True
-    replaced by the mean of their valid 8-neighbours, grown ring by ring; pixels still unset
-    after ``max_rounds`` rings get the image's median. Returns a new float32 array."""
+    filled channel by channel as FITS holes are (:func:`srgan.fits.pipeline.fill_nans`: a
+    Gaussian-weighted mean of the valid pixels around them, the channel's median beyond).
+    Returns a new float32 array."""
+    from srgan.fits.pipeline import fill_nans
+
     x = np.array(a, dtype=np.float32)
-    if x.ndim == 2:
-        x = x[..., None]
+    planes = x[..., None] if x.ndim == 2 else x
     valid = ~bad
-    x[bad] = 0.0
-    if not valid.any():
-        return np.zeros(a.shape, np.float32)
-    for _ in range(max_rounds):
-        if valid.all():
-            break
-        pv = np.pad(valid, 1).astype(np.float32)
-        px = np.pad(x * valid[..., None], ((1, 1), (1, 1), (0, 0)))
-        h, w = valid.shape
-        count = sum(pv[i:i + h, j:j + w] for i in range(3) for j in range(3))
-        total = sum(px[i:i + h, j:j + w] for i in range(3) for j in range(3))
-        grow = ~valid & (count > 0)
-        x[grow] = total[grow] / count[grow][:, None]
-        valid = valid | grow
-    if not valid.all():
-        x[~valid] = np.median(x[valid], axis=0)
-    return x.reshape(a.shape)
+    for c in range(planes.shape[-1]):
+        p = planes[..., c]
+        planes[..., c] = fill_nans(p, valid, float(np.median(p[valid])))
+    return x
 
 
-def check_finite_output(out: np.ndarray, expected_bad: np.ndarray | None = None, what: str = "output") -> None:
+def check_finite_output(out: np.ndarray, expected_bad: np.ndarray | None = None) -> None:
     """Raise OutputError when ``out`` has non-finite pixels beyond ``expected_bad`` (the
     input's NaNs at their upscaled positions, same (H, W); None: none expected)."""
     bad = ~np.isfinite(out)
@@ -78,7 +67,7 @@ def upscale_photo_pixels(upscaler, pixels: np.ndarray, *, progress: bool = False
         s = out.shape[0] // pixels.shape[0]
         expected = np.repeat(np.repeat(bad, s, axis=0), s, axis=1)
     if np.issubdtype(out.dtype, np.floating):
-        check_finite_output(out, expected, what="output")
+        check_finite_output(out, expected)
         if expected is not None:
             out = out.copy()
             out[expected] = np.nan

@@ -205,9 +205,9 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None, *,
         b = min(h, a + rows)
         x = np.asarray(out[a * s:b * s], dtype=np.float32)
         if mask is not None:  # never pass off NaN output (saturated blocks are replaced below)
-            check_finite_output(x, ~_up(mask[a:b], s), what="output")
+            check_finite_output(x, ~_up(mask[a:b], s))
         else:
-            check_finite_output(x, None, what="output")
+            check_finite_output(x, None)
         if sat is not None:
             x = np.where(_up(sat[a:b], s), _up(np.asarray(raw[a:b], np.float32), s), x)
         if mask is not None:
