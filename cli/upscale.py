@@ -38,6 +38,18 @@ def _psf(ctx, param, value):
         return value  # a PSF FITS file
 
 
+def _dq_bits(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        bits = int(value, 0)  # 1, 0x1, 0b1
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an integer bit mask (e.g. 1, 0x1, 0 to ignore DQ)") from None
+    if bits < 0:
+        raise click.BadParameter(f"{value} is negative; a bit mask is >= 0 (0 ignores DQ)")
+    return bits
+
+
 @click.command("upscale")
 @click.argument("input", type=click.Path(exists=True))
 @click.argument("output", type=click.Path())
@@ -108,6 +120,9 @@ def _psf(ctx, param, value):
                    "pixels.  [default: the model's training PSF]")
 @click.option("--residual", is_flag=True,
               help="FITS: add an SRRESID HDU, (degrade(output) - input) / sigma.")
+@click.option("--dq-bits", default=None, callback=_dq_bits, metavar="MASK",
+              help="FITS: DQ bits that mark do-not-use pixels (not super-resolved, flat in the output); "
+                   "0 ignores DQ.  [default: 1 (DO_NOT_USE) for JWST, any flag otherwise]")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars over files and tiles.  [default: when stderr is a terminal]")
 @report_errors
@@ -115,7 +130,7 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
                     outscale, denoise, alpha, fmt, quality,
                     skip_existing, overwrite, pattern, workers, dry_run, max_pixels, hdu, flux, correction,
                     consistency, psf,
-                    residual, progress):
+                    residual, dq_bits, progress):
     """Upscale photos and FITS images: INPUT file -> OUTPUT file, or INPUT folder -> OUTPUT folder.
 
     A folder is searched recursively and its tree mirrored under OUTPUT; file names are kept
@@ -149,7 +164,7 @@ def upscale_command(input, output, model, scale, tile, overlap, batch_size, devi
         from srgan.fits import FitsOptions
 
         fits_options = FitsOptions(hdu=hdu, flux=flux, correction=correction, consistency=consistency, psf=psf,
-                                   residual=residual)
+                                   residual=residual, dq_bits=dq_bits)
     check_writable(mine)
 
     options = dict(device=device, precision=precision, tile=tile, overlap=overlap, batch_size=batch_size,

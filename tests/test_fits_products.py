@@ -49,8 +49,8 @@ def product(path, bunit="electron/s", compressed=False, primary_cards=()):
     y, x = np.mgrid[:H, :W]
     sci = (50 * np.exp(-((x - 9) ** 2 + (y - 12) ** 2) / 10) + rng.normal(0, 1, (H, W))).astype(np.float32)
     err = rng.uniform(0.5, 2.0, (H, W)).astype(np.float32)
-    dq = rng.integers(0, 2**32, (H, W), dtype=np.uint64).astype(np.uint32)
-    dq[0, 0] = 2**31 + 5
+    dq = np.where(rng.random((H, W)) < 0.05, rng.integers(0, 2**32, (H, W), dtype=np.uint64), 0).astype(np.uint32)
+    dq[0, 0] = 2**31 + 5  # a few flagged pixels, every bit used somewhere
     wht = (1 / err**2).astype(np.float32)
     var = (err**2 * 0.7).astype(np.float32)
     con = rng.integers(0, 2**31, (2, H, W)).astype(np.int32)
@@ -237,7 +237,8 @@ def flt(path):
         h["BUNIT"] = "ELECTRONS"
         hdus += [fits.ImageHDU(rng.normal(100, 5, (H, W)).astype(np.float32), h, name="SCI", ver=ver),
                  fits.ImageHDU(np.full((H, W), float(ver), np.float32), name="ERR", ver=ver),
-                 fits.ImageHDU(rng.integers(0, 2**15, (H, W)).astype(np.int16), name="DQ", ver=ver)]
+                 fits.ImageHDU(np.where(rng.random((H, W)) < 0.05, rng.integers(0, 2**15, (H, W)), 0).astype(np.int16),
+                               name="DQ", ver=ver)]
     fits.HDUList(hdus).writeto(path)
 
 
@@ -260,3 +261,186 @@ def test_flt_chips_take_the_wcs_of_their_own_sci(model, tmp_path, one_thread):
         assert f["SCI", 2].data.shape == f["ERR", 2].data.shape == f["DQ", 2].data.shape == (H * S, W * S)
         for name in ("SCI", "ERR", "DQ"):
             np.testing.assert_array_equal(f[name, 1].data, fin[name, 1].data)
+
+
+# ---- what SCI takes from its planes: DQ do-not-use pixels, ERR for --consistency -------------
+
+JUMP_DET = 4  # a JWST informational flag: the pixel is good
+
+
+def jwst_cal(path, hot=5000.0, telescope="JWST", err=None):
+    """JWST _cal style SCI/ERR/DQ: (5, 7) DO_NOT_USE with a hot value, (15, 12) JUMP_DET only."""
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[:H, :W]
+    sci = (40 * np.exp(-((x - 10) ** 2 + (y - 11) ** 2) / 12) + rng.normal(5, 1, (H, W))).astype(np.float32)
+    sci[5, 7] = hot
+    dq = np.zeros((H, W), np.uint32)
+    dq[5, 7] = 1 | 2048  # DO_NOT_USE + why
+    dq[15, 12] = JUMP_DET
+    err = np.ones((H, W), np.float32) if err is None else err
+    primary = fits.PrimaryHDU()
+    primary.header["TELESCOP"] = telescope
+    sci_h = wcs_header()
+    sci_h["BUNIT"] = "DN/s"
+    fits.HDUList([primary, fits.ImageHDU(sci, sci_h, name="SCI"), fits.ImageHDU(err, name="ERR"),
+                  fits.ImageHDU(dq, name="DQ")]).writeto(path, overwrite=True)
+    return sci
+
+
+def block(a, row, col):
+    return a[row * S:(row + 1) * S, col * S:(col + 1) * S]
+
+
+def outside(a, row, col):
+    """Everything but the s x s output block of input pixel (row, col)."""
+    keep = np.ones(a.shape, bool)
+    keep[row * S:(row + 1) * S, col * S:(col + 1) * S] = False
+    return a[keep]
+
+
+def sci_of(path):
+    with fits.open(path) as f:
+        return f["SCI"].data.astype(np.float64), f["SCI"].header
+
+
+@pytest.mark.parametrize("kw, args", [({}, []), ({"dq_bits": 1}, ["--dq-bits", "0x1"])])
+def test_dq_do_not_use_pixels_are_flat_and_do_not_reach_their_neighbours(model, tmp_path, one_thread, kw, args):
+    path, up = model
+    src, hot2, dst, dst2 = (tmp_path / n for n in ("a.fits", "b.fits", "a_x4.fits", "b_x4.fits"))
+    sci = jwst_cal(src)
+    jwst_cal(hot2, hot=-300.0)
+    if args:  # the CLI option
+        for a, b in ((src, dst), (hot2, dst2)):
+            result = CliRunner().invoke(main, ["upscale", str(a), str(b), "--model", str(path), *args])
+            assert result.exit_code == 0, result.output
+    else:
+        sf.upscale_fits(up, src, dst, **kw)
+        sf.upscale_fits(up, hot2, dst2, **kw)
+    out, h = sci_of(dst)
+    out2, _ = sci_of(dst2)
+    # the DO_NOT_USE block is flat at the input value (per-pixel flux in conserve mode)
+    np.testing.assert_allclose(block(out, 5, 7), sci[5, 7] / S**2, rtol=1e-6)
+    # the network never saw it: the rest of the image is the same whatever its value was
+    np.testing.assert_allclose(outside(out, 5, 7), outside(out2, 5, 7), rtol=1e-5, atol=1e-6)
+    # JUMP_DET alone is a good pixel on JWST: super-resolved, not flat
+    assert np.ptp(block(out, 15, 12)) > 0
+    assert "DQ bits 0x1: 1 pixels not super-resolved" in str(h["HISTORY"])
+    with fits.open(dst) as f:  # and the flag is still there, on the new grid
+        assert block(f["DQ"].data, 5, 7).tolist() == [[1 | 2048] * S] * S
+
+
+def test_dq_bits_zero_ignores_dq_and_other_telescopes_flag_any_bit(model, tmp_path, one_thread):
+    _, up = model
+    src, hot2 = tmp_path / "a.fits", tmp_path / "b.fits"
+    jwst_cal(src)
+    jwst_cal(hot2, hot=-300.0)
+    for a in (src, hot2):
+        sf.upscale_fits(up, a, a.with_suffix(".x4.fits"), dq_bits=0)
+    out, h = sci_of(src.with_suffix(".x4.fits"))
+    out2, _ = sci_of(hot2.with_suffix(".x4.fits"))
+    assert np.ptp(block(out, 5, 7)) > 0  # the hot pixel went through the network ...
+    assert np.abs(outside(out, 5, 7) - outside(out2, 5, 7)).max() > 1e-3  # ... and its neighbours saw it
+    assert "DQ" not in str(h["HISTORY"])
+    # HST and others: any nonzero DQ is do-not-use, JUMP_DET's bit 4 included
+    hst = tmp_path / "hst_flt.fits"
+    sci = jwst_cal(hst, telescope="HST")
+    sf.upscale_fits(up, hst, tmp_path / "hst_x4.fits")
+    out, h = sci_of(tmp_path / "hst_x4.fits")
+    np.testing.assert_allclose(block(out, 15, 12), sci[15, 12] / S**2, rtol=1e-6)
+    assert "DQ any flag: 2 pixels" in str(h["HISTORY"])
+
+
+def history_of(path):
+    with fits.open(path) as f:
+        return " ".join(str(c) for c in f["SCI"].header["HISTORY"])
+
+
+def iterations(history):
+    import re
+
+    return int(re.search(r"(\d+) iterations", history).group(1))
+
+
+def test_consistency_takes_its_noise_from_err(model, tmp_path, one_thread):
+    _, up = model
+    runs = {}
+    for name, err in (("large", np.full((H, W), 1e4, np.float32)), ("small", np.full((H, W), 1e-3, np.float32))):
+        src = tmp_path / f"{name}.fits"
+        jwst_cal(src, err=err)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 1e-3 is not reached in 100 iterations
+            sf.upscale_fits(up, src, tmp_path / f"{name}_x4.fits", consistency=True, psf=1.5)
+        runs[name] = history_of(tmp_path / f"{name}_x4.fits")
+    assert "noise from ERR" in runs["large"] and "sigma per pixel from ERR" in runs["large"]
+    # within an ERR of 1e4 everything already agrees; within 1e-3 it takes back-projection
+    assert iterations(runs["large"]) == 0 < iterations(runs["small"])
+    # ERR with holes (0, NaN where the pipeline masked pixels): the data's own noise fills them
+    err = np.full((H, W), 1e-3, np.float32)
+    err[:4] = 0
+    err[10, :] = np.nan
+    jwst_cal(tmp_path / "holes.fits", err=err)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf.upscale_fits(up, tmp_path / "holes.fits", tmp_path / "holes_x4.fits", consistency=True, psf=1.5)
+    assert "noise from ERR" in history_of(tmp_path / "holes_x4.fits")
+
+
+def test_sigma_from_variance_planes_when_there_is_no_err(tmp_path):
+    src = tmp_path / "v.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((4, 4), np.float32), name="SCI"),
+                  fits.ImageHDU(np.full((4, 4), 3.0, np.float32), name="VAR_POISSON"),
+                  fits.ImageHDU(np.full((4, 4), 1.0, np.float32), name="VAR_RNOISE"),
+                  fits.ImageHDU(np.full((4, 5), 9.0, np.float32), name="VAR_FLAT")]).writeto(src)  # other shape
+    with fits.open(src) as hdul:
+        flagged, error, notes = products.sci_masks(hdul, 1, products.ANY_FLAG, want_error=True)
+    assert flagged is None
+    np.testing.assert_allclose(error, 2.0)
+    assert notes == ["--consistency noise sigma per pixel from VAR_POISSON+VAR_RNOISE"]
+
+
+def test_nddata_mask_is_do_not_use_and_its_uncertainty_drives_consistency(model, one_thread):
+    _, up = model
+    rng = np.random.default_rng(5)
+    data = rng.normal(10, 1, (H, W)).astype(np.float32)
+    mask = np.zeros((H, W), bool)
+    mask[6, 9] = True
+    outs = []
+    for value in (1e4, -50.0):
+        d = data.copy()
+        d[6, 9] = value
+        outs.append(sf.upscale_nddata(up, NDData(d, mask=mask, unit="electron")).data)
+    np.testing.assert_allclose(block(outs[0], 6, 9), 1e4 / S**2, rtol=1e-6)
+    np.testing.assert_allclose(outside(outs[0], 6, 9), outside(outs[1], 6, 9), rtol=1e-5, atol=1e-6)
+    # with consistency: 0 iterations (the network's output, total flux corrected) within sigma 1e4, not 1e-3
+    picture = sf.upscale_nddata(up, NDData(data, unit="electron"), correction="global").data
+    for sigma, untouched in ((1e4, True), (1e-3, False)):
+        nd = NDData(data, uncertainty=StdDevUncertainty(np.full((H, W), sigma, np.float32)), unit="electron")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 1e-3 is not reached in 100 iterations
+            sr = sf.upscale_nddata(up, nd, consistency=True, psf=1.5).data
+        assert np.allclose(sr, picture, rtol=1e-5, atol=1e-7) == untouched, sigma
+
+
+@pytest.mark.parametrize("value, message", [("-1", "negative"), ("abc", "not an integer bit mask")])
+def test_dq_bits_option_refuses_bad_masks(model, tmp_path, value, message):
+    path, _ = model
+    src = tmp_path / "a.fits"
+    jwst_cal(src)
+    result = CliRunner().invoke(main, ["upscale", str(src), str(tmp_path / "o.fits"), "--model", str(path),
+                                       "--dq-bits", value])
+    assert result.exit_code == 2 and message in result.output
+    with pytest.raises(Exception, match="dq_bits must be a bit mask"):
+        sf.FitsOptions(dq_bits=-3)
+
+
+def test_sky_and_noise_ignore_flagged_pixels(model, one_thread):
+    """A detector area flagged bad (60% of the frame at 1e4) must not become the sky."""
+    _, up = model
+    data = np.random.default_rng(6).normal(5, 1, (H, W)).astype(np.float32)
+    flagged = np.zeros((H, W), bool)
+    flagged[: int(0.6 * H)] = True
+    data[flagged] = 1e4
+    out, _, (result,) = sf.upscale_array(up, data, sf.FitsOptions(), flagged=flagged)
+    assert result.sky == pytest.approx(5, abs=0.3) and result.noise == pytest.approx(1, rel=0.3)
+    assert result.saturated == flagged.sum()
+    np.testing.assert_allclose(out[: int(0.6 * H) * S], 1e4 / S**2, rtol=1e-6)

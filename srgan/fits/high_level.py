@@ -86,8 +86,10 @@ def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool =
     variance / s^4, inverse variance * s^4; unchanged in "surface-brightness" mode). The s^2
     output pixels of one input pixel are fully correlated, so summed (conserve) or averaged
     over that block they give the input's uncertainty; what the network adds is not included.
-    Other uncertainty types and ``NDData.psf`` are dropped with a warning. Options as in
-    :func:`upscale_hdu` (``options.hdu`` does not apply).
+    Other uncertainty types and ``NDData.psf`` are dropped with a warning. Masked pixels
+    (``mask`` True) are treated like a DQ do-not-use flag: filled for the network, flat in the
+    output; with ``consistency`` the uncertainty is the per-pixel sigma. Options as in
+    :func:`upscale_hdu` (``options.hdu`` and ``dq_bits`` do not apply).
 
     With ``residual=True`` returns ``(upscaled, residual)``, residual an NDData on the input grid.
     """
@@ -101,8 +103,10 @@ def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool =
     s = upscaler.scale
     flux, note = products.flux_mode(o.flux, nd.unit if nd.unit is not None else header.get("BUNIT"))
     o = dataclasses.replace(o, flux=flux)
+    flagged = np.asarray(nd.mask, bool) if nd.mask is not None and np.shape(nd.mask) == np.shape(data) else None
     out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o,
-                                        saturation=saturation_level(header))
+                                        saturation=saturation_level(header), flagged=flagged,
+                                        error=_sigma(nd.uncertainty) if o.consistency else None)
     what = psf_description(upscaler, o)
     h = output_header(header, upscaler, o.flux, correction=o.applied_correction,
                       notes=history_notes(results, o.consistency, what) + ([note] if note else []))
@@ -128,6 +132,23 @@ def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool =
     return result, NDData(resid, wcs=wcs)
 
 
+def _sigma(uncertainty) -> np.ndarray | None:
+    """Per-pixel sigma from an NDData uncertainty (StdDev, Variance, InverseVariance), else None."""
+    from astropy.nddata import InverseVariance, StdDevUncertainty, VarianceUncertainty
+
+    if uncertainty is None:
+        return None
+    a = np.asarray(uncertainty.array, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if isinstance(uncertainty, StdDevUncertainty):
+            return a
+        if isinstance(uncertainty, VarianceUncertainty):
+            return np.sqrt(a)
+        if isinstance(uncertainty, InverseVariance):
+            return 1 / np.sqrt(a)
+    return None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a.resolve() == b.resolve():
         return True
@@ -135,7 +156,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = None, consistency: bool = False,
-                 psf=None, residual: bool = False, correction: str = "block", options: FitsOptions | None = None) -> Path:
+                 psf=None, residual: bool = False, correction: str = "block", dq_bits: int | None = None,
+                 options: FitsOptions | None = None) -> Path:
     """Upscale a FITS file into a new FITS file, written atomically.
 
     Every image HDU with 2 or more axes is upscaled (cubes plane by plane), or only ``hdu``
@@ -143,6 +165,9 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
     arrays) are copied unchanged. Pipeline products (JWST i2d/cal, HST drz/flt): only SCI goes
     through the network; ERR, VAR_*, WHT, DQ, CON and the other planes are put on the new grid
     by nearest neighbour with uncertainties scaled for the flux mode (:mod:`srgan.fits.products`).
+    SCI pixels whose DQ has any of ``dq_bits`` set (None: JWST's DO_NOT_USE for JWST, any flag
+    otherwise; 0: DQ ignored) are not super-resolved and come out flat, like saturated ones;
+    ``consistency`` takes its per-pixel sigma from ERR (else VAR_*, else an inverse-variance WHT).
     ``flux=None`` (default): from the science plane's BUNIT (surface-brightness for MJy/sr
     and other units per solid angle, else conserve). Plain, gzipped (``.gz``) and tile-compressed (``.fz``,
     CompImageHDU) input is read; a compressed image HDU is written compressed (lossless
@@ -161,7 +186,7 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
             photo model.
     """
     o = resolve_options(options, FitsOptions(hdu=hdu, flux=flux, consistency=consistency, psf=psf,
-                                             residual=residual, correction=correction))
+                                             residual=residual, correction=correction, dq_bits=dq_bits))
     path_in, path_out = Path(path_in), Path(path_out)
     if _same_file(path_in, path_out):
         raise ConfigError(f"output {path_out} is the input file; choose another output path (srgan never "
@@ -182,6 +207,7 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
         o = dataclasses.replace(o, flux=flux)
         notes = [note] if note else []
         sci = {hdul[i].ver: hdul[i].header for i in reversed(targets) if (hdul[i].name or "").upper() == "SCI"}
+        bits = products.do_not_use_bits(hdul[0].header, o.dq_bits)
         what = psf_description(upscaler, o)
         gz = path_out.name.lower().endswith(".gz")
 
@@ -197,8 +223,10 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
                     if i not in targets:
                         f.write(hdu_bytes(h, primary=i == 0))
                         continue
+                    flagged, error, more = products.sci_masks(hdul, i, bits, want_error=o.consistency)
                     resid, results = write_upscaled(f, upscaler, h, inputs[i], i == 0, stream=not gz, options=o,
-                                                    what=what, notes=notes)
+                                                    what=what, notes=[*notes, *more], flagged=flagged, error=error)
+                    del flagged, error
                     if o.residual:
                         nres += 1
                         f.write(hdu_bytes(residual_hdu(resid, h.header, results, what, nres), primary=False))

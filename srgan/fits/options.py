@@ -41,6 +41,10 @@ class FitsOptions:
             input pixels (> 0), a PSF FITS file, a 2-D array on the input grid, or None (the
             model's training preset) (``--psf``).
         residual: also produce the ``SRRESID`` map ``(A(SR) - input) / sigma`` (``--residual``).
+        dq_bits: which bits of a pipeline product's ``DQ`` plane mark do-not-use pixels (treated
+            like saturated ones: filled for the network, flat in the output); 0 ignores DQ;
+            None: by TELESCOP, JWST's DO_NOT_USE (1) for JWST, any flag otherwise
+            (:func:`srgan.fits.products.do_not_use_bits`) (``--dq-bits``).
     Raises:
         ConfigError: a field of the wrong type or value; the message names the option.
 
@@ -58,6 +62,7 @@ class FitsOptions:
     consistency: bool = False
     psf: float | str | os.PathLike | np.ndarray | None = None
     residual: bool = False
+    dq_bits: int | None = None
 
     def __post_init__(self):
         hdu = self.hdu
@@ -73,6 +78,8 @@ class FitsOptions:
         for name, flag in (("consistency", "--consistency/--no-consistency"), ("residual", "--residual")):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r} ({flag})")
+        if self.dq_bits is not None and not (_is_int(self.dq_bits) and int(self.dq_bits) >= 0):
+            raise ConfigError(f"dq_bits must be a bit mask >= 0 (0 ignores DQ), got {self.dq_bits!r} (--dq-bits)")
         psf = self.psf
         if isinstance(psf, (bool, np.bool_)):
             raise ConfigError(f"psf must be a FWHM in input pixels, a PSF FITS file or an array, got {psf!r} (--psf)")

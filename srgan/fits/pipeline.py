@@ -77,12 +77,15 @@ def finite_mask(plane) -> np.ndarray:
     return valid
 
 
-def sky_and_noise_plane(plane: np.ndarray) -> tuple[float, float]:
-    """Robust sky and noise of a plane (NaNs ignored), on a regular subsample of large planes."""
+def sky_and_noise_plane(plane: np.ndarray, usable: np.ndarray | None = None) -> tuple[float, float]:
+    """Robust sky and noise of a plane (NaNs and pixels outside ``usable`` ignored), on a regular
+    subsample of large planes."""
     from srgan.normalize import sky_and_noise
 
     step = max(1, math.ceil(math.sqrt(plane.size / STATS_PIXELS)))
     sample = np.asarray(plane[::step, ::step], dtype=np.float32)
+    if usable is not None:  # saturated and flagged pixels say nothing about the sky
+        sample = np.where(usable[::step, ::step], sample, np.float32(np.nan))
     if isinstance(plane, PagedArray):
         plane.release()  # the strided read touched pages all over the file
     return sky_and_noise(sample)
@@ -158,7 +161,8 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None, *,
         kernel: (k, k) PSF on the output grid (:func:`psf_kernel`); needed for consistency/residual.
         saturation: pixels at or above it (the header's SATURATE) are saturated.
         flagged: (H, W) bool, further do-not-use pixels (e.g. from a DQ plane), treated like saturated ones.
-        error: (H, W) per-pixel sigma of the input (an ERR plane) for ``consistency``.
+        error: (H, W) per-pixel sigma of the input (an ERR plane) for ``consistency``; where it
+            is not finite or <= 0, the noise estimated from the data is used.
     Saturated and flagged pixels are filled for the network like NaNs, take no part in the
     flux correction or back-projection, and come out flat: each output pixel of such a block
     holds the input value (per-pixel units), so they stay at or above the rescaled SATURATE.
@@ -180,14 +184,18 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None, *,
     usable = valid if sat is None else valid & ~sat
     if not usable.any():
         raise InputError("every pixel of an image plane is saturated or flagged; nothing to upscale")
-    sky, noise = sky_and_noise_plane(raw)
+    sky, noise = sky_and_noise_plane(raw, None if sat is None else usable)
     all_valid = bool(usable.all())
     lr = raw if all_valid else fill_nans(raw, usable, sky)
     mask = None if all_valid else usable
     _run_model(upscaler, lr, sky, noise, out)
     bp = None
     if options.consistency:
-        sigma = error if error is not None else cons.pixel_noise(lr, mask)
+        sigma = cons.pixel_noise(lr, mask)
+        if error is not None:  # the ERR plane where it has a value (> 0), the estimate elsewhere
+            error = np.asarray(error, np.float64)
+            with np.errstate(invalid="ignore"):
+                sigma = np.where(np.isfinite(error) & (error > 0), error, sigma)
         bp = cons.back_project(out, lr, kernel, s, sigma, valid=mask, bounds=cons.output_bounds(lr, mask, s))
         bp.noise_from = "ERR" if error is not None else "pixel differences"
         cons.conserve_flux(out, lr, s, sky, noise, valid=mask)
@@ -243,7 +251,8 @@ def psf_description(upscaler, options: FitsOptions) -> str | None:
 
 
 def upscale_array(upscaler, data: np.ndarray, options: FitsOptions = FitsOptions(), out: np.ndarray | None = None,
-                  *, saturation: float | None = None):
+                  *, saturation: float | None = None, flagged: np.ndarray | None = None,
+                  error: np.ndarray | None = None):
     """Upscale (..., H, W) data plane by plane with :func:`upscale_plane` (the array core of every FITS function).
 
     Args:
@@ -252,6 +261,8 @@ def upscale_array(upscaler, data: np.ndarray, options: FitsOptions = FitsOptions
         options: :class:`FitsOptions` (``hdu`` is not used: the data are already chosen).
         out: optional (..., sH, sW) float32 array or memmap to write into.
         saturation: the header's SATURATE (see :func:`upscale_plane`), or None.
+        flagged: do-not-use pixels (bool, the shape of ``data`` or (H, W) for every plane), or None.
+        error: per-pixel sigma for ``consistency`` (the shape of ``data`` or (H, W)), or None.
     Returns:
         (out (..., sH, sW) float32, residual (..., H, W) float32 or None, [PlaneResult per plane]).
     Raises:
@@ -271,12 +282,25 @@ def upscale_array(upscaler, data: np.ndarray, options: FitsOptions = FitsOptions
     outs = sub(out, lambda a: a.reshape(-1, h * s, w * s))
     resid = np.empty((*lead, h, w), np.float32) if options.residual else None
     resids = resid.reshape(-1, h, w) if options.residual else None
+    flags, errors = (None if a is None else _per_plane(a, data.shape, name)
+                     for a, name in ((flagged, "flagged"), (error, "error")))
     results = []
     for i in range(planes.shape[0]):
         result, r = upscale_plane(upscaler, sub(planes, lambda a: a[i]), sub(outs, lambda a: a[i]), options, kernel,
-                                  saturation=saturation)
+                                  saturation=saturation, flagged=None if flags is None else flags[i],
+                                  error=None if errors is None else errors[i])
         if options.residual:
             resids[i] = r
         results.append(result)
         log.info("plane %d: sky %.4g noise %.4g flux error %.2e", i, result.sky, result.noise, result.flux_error)
     return out, resid, results
+
+
+def _per_plane(a: np.ndarray, shape: tuple, name: str) -> np.ndarray:
+    """(N, H, W) view of a mask or sigma array given for (..., H, W) data, broadcasting one (H, W) plane."""
+    a = np.asarray(a)
+    if a.shape == tuple(shape[-2:]):
+        a = np.broadcast_to(a, shape)
+    if a.shape != tuple(shape):
+        raise InputError(f"{name} has shape {a.shape}, the data {tuple(shape)}")
+    return a.reshape(-1, *shape[-2:])

@@ -19,7 +19,9 @@ s x s output pixels of one input pixel are fully correlated, so their sum (conse
 (surface brightness) has the input pixel's uncertainty. What the network adds is not included.
 
 :func:`plan_hdus` classifies the HDUs of a file, :func:`flux_mode` picks the flux mode from
-BUNIT, :func:`propagated_hdu` builds one non-network plane. Pure functions of HDUs and arrays.
+BUNIT, :func:`propagated_hdu` builds one non-network plane, and :func:`sci_masks` reads what
+the SCI pipeline takes from its planes: do-not-use pixels from DQ, per-pixel sigma from
+ERR/VAR/WHT. Pure functions of HDUs and arrays.
 """
 
 from __future__ import annotations
@@ -46,6 +48,34 @@ DESCRIPTIONS = {
     FLAGS: {"conserve": "dtype and bits kept", "surface-brightness": "dtype and bits kept"},
     NEAREST: {"conserve": "values kept", "surface-brightness": "values kept"},
 }
+
+
+JWST_DO_NOT_USE = 1  # bit 0 of a JWST DQ plane
+ANY_FLAG = -1  # every bit (two's complement): any nonzero DQ value
+
+
+def do_not_use_bits(primary: fits.Header, requested: int | None = None) -> int:
+    """The DQ bits that mark pixels the network must not see: ``requested`` (0: DQ ignored), else by TELESCOP.
+
+    JWST: ``DO_NOT_USE`` (1) only; its pipeline sets that bit on every pixel to exclude, beside
+    the bit that says why, and leaves it off informational flags (``JUMP_DET``, ...) whose
+    pixels are good. Other files (HST calacs/calwf3 ``_flt``, ...): :data:`ANY_FLAG`, since their
+    DQ bits mark anomalies (bad, hot or warm pixels, cosmic rays, saturation); a user who
+    trusts some of them passes the others, e.g. ``dq_bits=~64 & 0xFFFF`` to keep HST warm pixels.
+
+    >>> do_not_use_bits(fits.Header({"TELESCOP": "JWST"}))
+    1
+    >>> do_not_use_bits(fits.Header({"TELESCOP": "HST"}))
+    -1
+    """
+    if requested is not None:
+        return int(requested)
+    return JWST_DO_NOT_USE if str(primary.get("TELESCOP", "")).strip().upper() == "JWST" else ANY_FLAG
+
+
+def describe_bits(bits: int) -> str:
+    """``bits`` for a HISTORY line: 'any flag' or the hexadecimal mask."""
+    return "any flag" if bits == ANY_FLAG else f"bits {bits:#x}"
 
 
 def exposure_weights(primary: fits.Header) -> bool:
@@ -117,6 +147,64 @@ def flux_mode(requested: str | None, bunit) -> tuple[str, str | None]:
     if bunit is not None and _is_surface_brightness(bunit):
         return "surface-brightness", f"flux surface-brightness chosen from BUNIT {str(bunit)[:30]!r}"
     return "conserve", None
+
+
+def companions(hdul, index: int) -> dict[str, int]:
+    """EXTNAME -> HDU index of the planes that describe the SCI HDU ``index``: same EXTVER and same (H, W).
+
+    Empty unless HDU ``index`` is a SCI (a plain image has no companions).
+    """
+    sci = hdul[index]
+    if (sci.name or "").strip().upper() != "SCI":
+        return {}
+    shape = (sci.header.get("NAXIS2"), sci.header.get("NAXIS1"))
+    found = {}
+    for i in image_hdus(hdul):
+        h = hdul[i]
+        name = (h.name or "").strip().upper()
+        if i != index and h.ver == sci.ver and (h.header.get("NAXIS2"), h.header.get("NAXIS1")) == shape:
+            found.setdefault(name, i)
+    return found
+
+
+def sci_masks(hdul, index: int, bits: int, want_error: bool) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    """(flagged, error, HISTORY notes) that the SCI HDU ``index`` takes from its companion planes.
+
+    flagged: finite-data pixels whose ``DQ`` has any of ``bits`` set (:func:`do_not_use_bits`),
+    or None (no DQ, ``bits`` 0, nothing flagged). error (only with ``want_error``, for
+    ``--consistency``): the per-pixel sigma in SCI's units, from ``ERR``, else the square root
+    of the summed ``VAR_*`` (or ``VAR``) planes, else ``1/sqrt(WHT)`` for an inverse-variance
+    ``WHT``/``IVM``; None without any. Values that are not finite or <= 0 (masked pixels) are
+    NaN here and replaced by the pipeline's own noise estimate.
+    """
+    found = companions(hdul, index)
+    notes = []
+    flagged = None
+    if bits and "DQ" in found:
+        dq = np.asarray(hdu_data(hdul[found["DQ"]], "HDU DQ"))
+        if dq.dtype.kind in "iu":
+            flagged = (dq.astype(np.int64, copy=False) & bits) != 0
+            n = int(flagged.sum())
+            flagged = flagged if n else None
+            notes.append(f"DQ {describe_bits(bits)}: {n} pixels not super-resolved, flat in their blocks")
+    error = None
+    if want_error:
+        variances = [i for name, i in found.items() if name.startswith("VAR_")] or (
+            [found["VAR"]] if "VAR" in found else [])
+        weight = next((found[n] for n in WEIGHT_NAMES if n in found), None)
+        if "ERR" in found:
+            error, source = np.asarray(hdu_data(hdul[found["ERR"]], "HDU ERR"), np.float64), "ERR"
+        elif variances:
+            var = sum(np.asarray(hdu_data(hdul[i], f"HDU {hdul[i].name}"), np.float64) for i in variances)
+            error, source = np.sqrt(np.where(var > 0, var, np.nan)), "+".join(hdul[i].name for i in variances)
+        elif weight is not None and not exposure_weights(hdul[0].header):
+            w = np.asarray(hdu_data(hdul[weight], "HDU WHT"), np.float64)
+            error, source = 1 / np.sqrt(np.where(w > 0, w, np.nan)), hdul[weight].name
+        if error is not None:
+            with np.errstate(invalid="ignore"):
+                error = np.where(np.isfinite(error) & (error > 0), error, np.nan)
+            notes.append(f"--consistency noise sigma per pixel from {source}")
+    return flagged, error, notes
 
 
 def file_bunit(hdul, plan: dict[int, str]):

@@ -150,16 +150,19 @@ def _image_header(cards: fits.Header, shape, primary: bool) -> fits.Header:
 
 
 def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, options: FitsOptions, what: str | None,
-                   notes=()):
+                   notes=(), flagged=None, error=None):
     """Upscale one HDU (its ``data``) and append it to the open output file ``f``; returns (residual, results).
 
     ``what`` describes the PSF for the HISTORY notes (None without consistency/residual);
-    ``notes``: more HISTORY notes (e.g. how the flux mode was chosen).
+    ``notes``: more HISTORY notes (e.g. how the flux mode was chosen); ``flagged``/``error``:
+    do-not-use pixels and per-pixel sigma from the HDU's DQ/ERR planes
+    (:func:`srgan.fits.pipeline.upscale_array`).
     """
+    masks = {"saturation": saturation_level(hdu.header), "flagged": flagged, "error": error}
     s = upscaler.scale
     shape = (*data.shape[:-2], data.shape[-2] * s, data.shape[-1] * s)
     if isinstance(hdu, fits.CompImageHDU) or not stream:
-        out, resid, results = upscale_array(upscaler, data, options, saturation=saturation_level(hdu.header))
+        out, resid, results = upscale_array(upscaler, data, options, **masks)
         h = output_header(hdu.header, upscaler, options.flux, correction=options.applied_correction,
                           notes=history_notes(results, options.consistency, what) + list(notes))
         if isinstance(hdu, fits.CompImageHDU):
@@ -187,8 +190,7 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     mm = mmap.mmap(f.fileno(), 0)
     try:
         out = PagedArray(np.ndarray(shape, dtype=">f4", buffer=mm, offset=offset), mm)
-        _, resid, results = upscale_array(upscaler, data, options, out=out,
-                                            saturation=saturation_level(hdu.header))
+        _, resid, results = upscale_array(upscaler, data, options, out=out, **masks)
         out.release()
         del out
     finally:
