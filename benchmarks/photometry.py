@@ -17,6 +17,7 @@ default: exact per input pixel). ``--psnr`` also scores each on the held-out gal
 ``srgan eval`` protocol (degraded HR; PSNR of asinh(x/3) vs HR), with Richardson-Lucy.
 
     python benchmarks/photometry.py --heldout --psnr --json photometry.json   # CPU, a few minutes
+    python benchmarks/photometry.py --heldout --truth                         # apertures vs the true flux
     python benchmarks/photometry.py --limit 2 path/to/*.fits                  # a quick look
     python benchmarks/photometry.py --smoke                                   # tiny model, synthetic field
 """
@@ -224,6 +225,57 @@ def psnr_scores(up, files: list[Path], methods) -> dict:
     return {m: float(np.mean(v)) for m, v in scores.items()}
 
 
+# ---------------------------------------------------------------------------- against the truth (eval protocol)
+
+def truth_scores(up, files: list[Path], methods, noise: bool = True) -> dict:
+    """Aperture fluxes against the truth, on held-out HR galaxies degraded in the ``srgan eval`` protocol.
+
+    The LR is HR through the PSF, block-mean binned, plus noise, so what each LR pixel holds is
+    the PSF-blurred HR integrated over it: the truth inside an aperture is that blurred HR
+    (noise-free, at the output's resolution) summed inside it. Measured like :func:`measure`
+    (sources of the LR at 5 sigma, S/N >= 20, r = 3/6/10 LR px), for the input's own
+    measurement (flat pixels: what photometry of the LR assumes) and for every method.
+    ``noise=False``: the LR without the noise draw (PSF and binning only), so that input and
+    truth differ only by how flux is distributed inside pixels.
+    Returns {"r3": {"input": median |flux/true - 1|, method: ...}, ...} pooled over files.
+    """
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    from srgan.data import load_fits_planes
+    from srgan.degrade import PRESETS, astro_forward, convolve_psf, psf_kernel
+    from srgan.evaluate import AstroSetup, astro_lr, modcrop
+
+    s = up.scale
+    setup = AstroSetup.from_preset(PRESETS[up.info.preset])
+    kernel = psf_kernel(setup.kind, setup.fwhm, beta=setup.beta)
+    pooled: dict[int, dict[str, list[float]]] = {r: {} for r in RADII}
+    for path in files:
+        hr = modcrop(load_fits_planes(path)[0], s).astype(np.float32)
+        lr = astro_lr(hr, s, setup, path.name) if noise else astro_forward(
+            torch.from_numpy(hr)[None, None], setup.fwhm, s, setup.kind, setup.beta)[0, 0].numpy()
+        truth = convolve_psf(torch.from_numpy(hr)[None, None], kernel)[0, 0].numpy().astype(np.float64)
+        cat = catalog(lr)
+        if not len(cat["x"]):
+            continue
+        images = {"input": (lr, 1), "truth": (truth, s),
+                  **{m: (o, s) for m, o in outputs(up, lr, None, methods).items()}}
+        h, w = lr.shape
+        x, y = cat["x"], cat["y"]
+        for r in RADII:
+            flux = {}
+            for name, (img, k) in images.items():
+                pos = np.c_[(x + 0.5) * k - 0.5, (y + 0.5) * k - 0.5]
+                flux[name] = aperture_photometry(img - cat["sky"], CircularAperture(pos, r * k), mask=~np.isfinite(img),
+                                                 method="exact")["aperture_sum"].data / k**2
+            inside = (x - r >= -0.5) & (x + r <= w - 0.5) & (y - r >= -0.5) & (y + r <= h - 0.5)
+            keep = inside & (flux["input"] / (cat["sigma"] * np.sqrt(np.pi * r * r)) >= SNR_MIN)
+            for name, f in flux.items():
+                if name != "truth":
+                    pooled[r].setdefault(name, []).extend(np.abs(f[keep] / flux["truth"][keep] - 1).tolist())
+    return {f"r{r}": {name: float(np.median(v)) if v else None for name, v in d.items()} | {
+        "n": len(d.get("input", []))} for r, d in pooled.items()}
+
+
 # ---------------------------------------------------------------------------- main
 
 def heldout_files() -> list[Path]:
@@ -255,7 +307,7 @@ def smoke_setup(tmp: Path):
     return Upscaler(load_model(tmp / "tiny.safetensors"), device="cpu"), files
 
 
-def run(up, files: list[Path], methods=METHODS, psnr_files=None) -> dict:
+def run(up, files: list[Path], methods=METHODS, psnr_files=None, truth: bool = False) -> dict:
     per_file, t0 = [], time.perf_counter()
     for path in files:
         data, header = load(path)
@@ -269,6 +321,9 @@ def run(up, files: list[Path], methods=METHODS, psnr_files=None) -> dict:
               "per_file": per_file}
     if psnr_files:
         record["psnr_asinh_db"] = psnr_scores(up, psnr_files, methods)
+    if truth:
+        record["vs_truth"] = truth_scores(up, files, methods)
+        record["vs_truth_noise_free"] = truth_scores(up, files, methods, noise=False)
     record["seconds"] = round(time.perf_counter() - t0, 1)
     return record
 
@@ -293,6 +348,17 @@ def table(record: dict) -> str:
         lines.append(row)
     if "psnr_asinh_db" in record and "richardson-lucy" in record["psnr_asinh_db"]:
         lines.append(f"\nRichardson-Lucy PSNR asinh: {record['psnr_asinh_db']['richardson-lucy']:.2f} dB")
+    for key, what in (("vs_truth", "eval protocol"), ("vs_truth_noise_free", "LR without noise")):
+        if key not in record:
+            continue
+        t = record[key]
+        names = [n for n in t["r3"] if n != "n"]
+        lines += ["", f"Against the truth ({what}: median |flux / true flux - 1|; input = flat-pixel photometry "
+                  "of the LR)", "| r (LR px) | sources | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+        for r in RADII:
+            v = t[f"r{r}"]
+            lines.append(f"| {r} | {v['n']} | " + " | ".join("-" if v[n] is None else f"{100 * v[n]:.2f}%"
+                                                          for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -304,6 +370,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N files")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--psnr", action="store_true", help="also PSNR vs HR in the srgan eval protocol (same files)")
+    p.add_argument("--truth", action="store_true",
+                   help="also aperture fluxes against the truth: the files as HR, degraded in the eval protocol")
     p.add_argument("--smoke", action="store_true", help="tiny model, one synthetic field: seconds")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
@@ -314,7 +382,7 @@ def main(argv=None) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             up, files = smoke_setup(Path(tmp))
-            record = run(up, files, methods, psnr_files=files if a.psnr else None)
+            record = run(up, files, methods, psnr_files=files if a.psnr else None, truth=a.truth)
     else:
         from srgan.upscale import Upscaler
 
@@ -326,7 +394,7 @@ def main(argv=None) -> int:
             p.error(f"missing: {missing[0]} (the shared datasets are in ../shared)")
         files = files[:a.limit] if a.limit else files
         up = Upscaler.from_pretrained(a.model, device="cpu")
-        record = run(up, files, methods, psnr_files=files if a.psnr else None)
+        record = run(up, files, methods, psnr_files=files if a.psnr else None, truth=a.truth)
     print(table(record))
     if a.json:
         tmp = a.json.with_suffix(a.json.suffix + ".tmp")
