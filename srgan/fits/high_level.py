@@ -206,6 +206,8 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
         flux, note = products.flux_mode(o.flux, products.file_bunit(hdul, plan))
         o = dataclasses.replace(o, flux=flux)
         notes = [note] if note else []
+        if any(products.is_datamodel_tree(h) for h in hdul):
+            notes.append(f"ASDF extension kept as {products.ASDF_KEPT_AS}: its gwcs is for the input grid")
         sci = {hdul[i].ver: hdul[i].header for i in reversed(targets) if (hdul[i].name or "").upper() == "SCI"}
         bits = products.do_not_use_bits(hdul[0].header, o.dq_bits)
         what = psf_description(upscaler, o)
@@ -221,7 +223,8 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
                         f.write(hdu_bytes(out, primary=i == 0))
                         continue
                     if i not in targets:
-                        f.write(hdu_bytes(h, primary=i == 0))
+                        f.write(hdu_bytes(products.renamed_datamodel_tree(h) if products.is_datamodel_tree(h) else h,
+                                          primary=i == 0))
                         continue
                     flagged, error, more = products.sci_masks(hdul, i, bits, want_error=o.consistency)
                     resid, results = write_upscaled(f, upscaler, h, inputs[i], i == 0, stream=not gz, options=o,

@@ -207,6 +207,29 @@ def sci_masks(hdul, index: int, bits: int, want_error: bool) -> tuple[np.ndarray
     return flagged, error, notes
 
 
+ASDF_EXTNAME, ASDF_KEPT_AS = "ASDF", "ASDF_IN"
+
+
+def is_datamodel_tree(hdu) -> bool:
+    """True for a JWST datamodel's ``ASDF`` table extension (its metadata tree, gwcs included)."""
+    return isinstance(hdu, fits.BinTableHDU) and (hdu.name or "").strip().upper() == ASDF_EXTNAME
+
+
+def renamed_datamodel_tree(hdu) -> fits.BinTableHDU:
+    """The ``ASDF`` extension, renamed ``ASDF_IN`` with a HISTORY line; bytes of the tree unchanged.
+
+    The tree describes the input: array shapes and, for JWST, the gwcs that maps input pixels
+    to the sky. Left as ``ASDF``, ``stdatamodels``/``jwst.datamodels`` would give that gwcs for
+    the upscaled grid (positions off by the scale); under another name they ignore it and read
+    the FITS headers, whose WCS srgan rescaled. Nothing is lost: the tree is still there.
+    """
+    out = hdu.copy()
+    out.name = ASDF_KEPT_AS
+    out.header.add_history(f"srgan: was {ASDF_EXTNAME}; its datamodel tree and gwcs describe the input grid, "
+                           "the rescaled WCS is in the SCI header")
+    return out
+
+
 def file_bunit(hdul, plan: dict[int, str]):
     """BUNIT of the first network HDU, else of the primary header (None without one)."""
     for i, kind in plan.items():
