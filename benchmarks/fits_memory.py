@@ -18,6 +18,11 @@ tiny model says nothing about the real model's speed.
     python benchmarks/fits_memory.py                  # 10000^2 in (400 MB), 40000^2 out (6.4 GB)
     python benchmarks/fits_memory.py --size 2000      # quick
     python benchmarks/fits_memory.py --smoke          # seconds
+    python benchmarks/fits_memory.py --product --size 3000   # PRIMARY + SCI, ERR, DQ: the planes stream too
+
+``--product`` writes a JWST-style file instead (empty PRIMARY, then SCI = the sky, ERR float32
+and DQ uint32 of the same size): the ERR and DQ planes are propagated onto the x4 grid without
+the network, streamed like SCI, so the peak should stay that of SCI alone.
 
 Disk: input 4 size^2 bytes plus output 64 size^2 bytes in ``--tmpdir``.
 """
@@ -50,8 +55,38 @@ TARGET_MB = 2048
 TIME = "/usr/bin/time"
 
 
-def write_sky(path: Path, size: int, seed: int = 0, rows: int = 512) -> None:
-    """A (size, size) float32 sky in a FITS primary HDU, written in blocks of ``rows`` rows.
+def write_plane(path: Path, header: fits.Header, size: int, block_fn, rows: int = 512) -> None:
+    """Append one (size, size) HDU to ``path`` (the primary HDU when the file is new), streamed:
+    ``block_fn(r0, r1)`` gives rows r0..r1."""
+    stream = fits.StreamingHDU(str(path), header)
+    try:
+        for r0 in range(0, size, rows):
+            stream.write(block_fn(r0, min(r0 + rows, size)))
+    finally:
+        stream.close()
+
+
+def write_product(path: Path, size: int) -> None:
+    """PRIMARY (no data), SCI (:func:`write_sky` as an extension), ERR (float32), DQ (uint32 as int32 +
+    BZERO, as JWST writes it; ~1% flagged with bit 31 set)."""
+    fits.PrimaryHDU().writeto(path)
+    write_sky(path, size, extension="SCI")
+    rng = np.random.default_rng(1)
+    for name, bitpix, fn in (
+            ("ERR", -32, lambda r0, r1: np.full((r1 - r0, size), 5.0, np.float32)),
+            ("DQ", 32, lambda r0, r1: (np.where(rng.random((r1 - r0, size)) < 0.01, 2**31 + 5, 0).astype(np.uint32)
+                                       ^ np.uint32(2**31)).view(np.int32))):  # stored: value - BZERO
+        h = fits.Header()
+        h.update(XTENSION="IMAGE", BITPIX=bitpix, NAXIS=2, NAXIS1=size, NAXIS2=size, PCOUNT=0, GCOUNT=1)
+        if name == "DQ":
+            h.update(BSCALE=1, BZERO=2**31)
+        h["EXTNAME"] = name
+        write_plane(path, h, size, fn)
+
+
+def write_sky(path: Path, size: int, seed: int = 0, rows: int = 512, extension: str | None = None) -> None:
+    """A (size, size) float32 sky in a FITS primary HDU (or, appended, an ``extension`` of
+    that EXTNAME), written in blocks of ``rows`` rows.
 
     Sky level 100, Gaussian noise of sigma 5, one Gaussian source (sigma 1-3 px, peak
     20-2000) per 40x40 px on average; a TAN WCS at 0.2 arcsec/px.
@@ -63,26 +98,26 @@ def write_sky(path: Path, size: int, seed: int = 0, rows: int = 512) -> None:
     order = np.argsort(ys)
     ys, xs, sig, amp = ys[order], xs[order], sig[order], amp[order]
     header = fits.Header()
-    header.update(SIMPLE=True, BITPIX=-32, NAXIS=2, NAXIS1=size, NAXIS2=size, BUNIT="adu",
+    first = dict(SIMPLE=True) if extension is None else dict(XTENSION="IMAGE")
+    header.update(**first, BITPIX=-32, NAXIS=2, NAXIS1=size, NAXIS2=size,
+                  **({} if extension is None else dict(PCOUNT=0, GCOUNT=1, EXTNAME=extension)), BUNIT="adu",
                   CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRPIX1=size / 2, CRPIX2=size / 2,
                   CRVAL1=150.0, CRVAL2=2.0, CDELT1=-0.2 / 3600, CDELT2=0.2 / 3600, CUNIT1="deg", CUNIT2="deg")
-    stream = fits.StreamingHDU(str(path), header)
-    try:
-        for r0 in range(0, size, rows):
-            r1 = min(r0 + rows, size)
-            block = rng.normal(100.0, 5.0, (r1 - r0, size)).astype(np.float32)
-            lo, hi = np.searchsorted(ys, [r0 - 12, r1 + 12])
-            for y, x, s, a in zip(ys[lo:hi], xs[lo:hi], sig[lo:hi], amp[lo:hi]):
-                rad = int(4 * s) + 1
-                y0, y1 = max(int(y) - rad, r0), min(int(y) + rad + 1, r1)
-                x0, x1 = max(int(x) - rad, 0), min(int(x) + rad + 1, size)
-                if y0 >= y1 or x0 >= x1:
-                    continue
-                yy, xx = np.mgrid[y0:y1, x0:x1]
-                block[y0 - r0:y1 - r0, x0:x1] += a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * s * s))
-            stream.write(block)
-    finally:
-        stream.close()
+
+    def block_fn(r0, r1):
+        block = rng.normal(100.0, 5.0, (r1 - r0, size)).astype(np.float32)
+        lo, hi = np.searchsorted(ys, [r0 - 12, r1 + 12])
+        for y, x, s, a in zip(ys[lo:hi], xs[lo:hi], sig[lo:hi], amp[lo:hi]):
+            rad = int(4 * s) + 1
+            y0, y1 = max(int(y) - rad, r0), min(int(y) + rad + 1, r1)
+            x0, x1 = max(int(x) - rad, 0), min(int(x) + rad + 1, size)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            block[y0 - r0:y1 - r0, x0:x1] += a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * s * s))
+        return block
+
+    write_plane(path, header, size, block_fn, rows)
 
 
 def pick_model(name: str | None, tmp: Path, smoke: bool) -> tuple[str, str]:
@@ -130,18 +165,20 @@ def run_measured(cmd: list[str]) -> dict:
             "stderr_tail": proc.stderr.strip().splitlines()[-25:]}
 
 
-def check_output(path: Path, size: int, scale: int = 4) -> dict:
-    """Shape, header and a sample of rows of the output (read through a memmap)."""
+def check_output(path: Path, size: int, scale: int = 4, hdu=0) -> dict:
+    """Shape, header and a sample of rows of the output's HDU ``hdu`` (read through a memmap)."""
     with fits.open(path, memmap=True) as hdul:
-        data = hdul[0].data
+        data = hdul[hdu].data
         shape = tuple(data.shape)
         rows = np.linspace(0, shape[0] - 1, min(16, shape[0])).astype(int)
         sample = np.asarray(data[rows], np.float64)
-        header = hdul[0].header
+        header = hdul[hdu].header
         result = {"shape": shape, "expected_shape": (size * scale, size * scale),
                   "finite_fraction": float(np.isfinite(sample).mean()),
                   "sample_mean": float(np.nanmean(sample)), "cdelt2": header.get("CDELT2"),
                   "crpix1": header.get("CRPIX1")}
+        if hdu != 0:  # a product: its other planes on the same grid
+            result["planes"] = {h.name: list(h.shape) for h in hdul[1:]}
         del data
     return result
 
@@ -153,6 +190,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="--device for srgan upscale [default: cpu]")
     p.add_argument("--tile", type=int, default=None, help="--tile for srgan upscale [default: the engine's]")
     p.add_argument("--tmpdir", default=None, help="where the temporary files go [default: the system's]")
+    p.add_argument("--product", action="store_true", help="a PRIMARY + SCI/ERR/DQ file instead of one image")
+    p.add_argument("--tiny-model", action="store_true",
+                   help="the tiny random model even when galaxy-x4 is installed (memory only, quick)")
     return parse(p, argv, "a 96 px image and a tiny model: seconds")
 
 
@@ -162,7 +202,7 @@ def main(argv=None) -> dict:
     machine = machine_info(torch.device("cpu"))
     print(machine_line(machine))
     tmp_root = Path(args.tmpdir or tempfile.gettempdir())
-    need = 4 * size * size * (1 + 16) * 1.05
+    need = 4 * size * size * (1 + 16) * 1.05 * (3 if args.product else 1)
     free = shutil.disk_usage(tmp_root).free
     if need > free:
         raise SystemExit(f"need about {need / 2**30:.1f} GB free in {tmp_root}, have {free / 2**30:.1f} GB: "
@@ -171,9 +211,9 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         src, dst = tmp / "in.fits", tmp / "out.fits"
         t0 = time.perf_counter()
-        write_sky(src, size)
+        write_product(src, size) if args.product else write_sky(src, size)
         write_s = time.perf_counter() - t0
-        model, model_note = pick_model(args.model, tmp, args.smoke)
+        model, model_note = pick_model(args.model, tmp, args.smoke or args.tiny_model)
         print(f"input: {size}x{size} float32, {src.stat().st_size / 2**20:.0f} MB (written in {write_s:.1f} s)")
         print(f"model: {model_note}")
         cmd = [*srgan_command(), "upscale", str(src), str(dst), "--model", model, "--device", args.device,
@@ -183,10 +223,12 @@ def main(argv=None) -> dict:
         print("running: " + " ".join(cmd), flush=True)
         run = run_measured(cmd)
         out_mb = dst.stat().st_size / 2**20
-        check = check_output(dst, size)
+        check = check_output(dst, size, hdu="SCI" if args.product else 0)
     ok_shape = tuple(check["shape"]) == tuple(check["expected_shape"])
     out_mpix = (4 * size) ** 2 / 1e6
-    record = {"benchmark": "fits_memory", "machine": machine, "size": size, "model": model_note,
+    if args.product:
+        ok_shape = ok_shape and all(tuple(v) == tuple(check["expected_shape"]) for v in check["planes"].values())
+    record = {"benchmark": "fits_memory", "machine": machine, "size": size, "product": args.product, "model": model_note,
               "command": cmd, "input_mb": round(4 * size * size / 2**20, 1), "output_mb": round(out_mb, 1),
               **{k: v for k, v in run.items() if k != "stderr_tail"}, "output_mpix_per_s": out_mpix / run["wall_s"],
               "target_mb": TARGET_MB, "under_target": run["peak_rss_mb"] < TARGET_MB, "output_check": check}

@@ -63,6 +63,8 @@ def test_fits_memory_smoke(tmp_path):
     assert record["output_check"]["finite_fraction"] == 1.0
     assert 0 < record["peak_rss_mb"] < 100_000 and record["wall_s"] > 0
     assert not list(Path(tmp_path).glob("srgan-fits-memory-*"))  # temp files cleaned up
+    _, record = _smoke("fits_memory", tmp_path, "--tmpdir", str(tmp_path), "--product")
+    assert record["product"] and record["output_check"]["planes"] == {n: [384, 384] for n in ("SCI", "ERR", "DQ")}
 
 
 def test_flop_count_matches_issue_for_default_model(make_generator):

@@ -444,3 +444,52 @@ def test_sky_and_noise_ignore_flagged_pixels(model, one_thread):
     assert result.sky == pytest.approx(5, abs=0.3) and result.noise == pytest.approx(1, rel=0.3)
     assert result.saturated == flagged.sum()
     np.testing.assert_allclose(out[: int(0.6 * H) * S], 1e4 / S**2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_planes_of_every_dtype_keep_their_values_streamed_or_not(model, tmp_path, one_thread, gz):
+    """Streamed planes (plain output) and in-memory ones (.gz output) store every FITS integer
+    type, offset ones (uint16/32/64, int8 via BZERO) included, with extreme values exactly."""
+    _, up = model
+    rng = np.random.default_rng(8)
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(rng.normal(5, 1, (H, W)).astype(np.float32), name="SCI")]
+    planes = {}
+    for code in ("u1", "i1", "i2", "u2", "i4", "u4", "i8", "u8", "f4", "f8"):
+        dt = np.dtype(code)
+        if dt.kind == "f":
+            a = rng.normal(0, 1e30, (H, W)).astype(dt)
+        else:
+            info = np.iinfo(dt)
+            a = rng.integers(info.min, info.max, (H, W), dtype=dt, endpoint=True)
+            a[0, 0], a[0, 1] = info.min, info.max
+        planes[f"P{code.upper()}"] = a
+        hdus.append(fits.ImageHDU(a, name=f"P{code.upper()}"))
+    src, dst = tmp_path / "p.fits", tmp_path / ("o.fits.gz" if gz else "o.fits")
+    fits.HDUList(hdus).writeto(src)
+    sf.upscale_fits(up, src, dst)
+    with fits.open(dst) as f:
+        for name, a in planes.items():
+            got = f[name].data
+            assert dtype_of(got) == dtype_of(a), name
+            np.testing.assert_array_equal(got, nearest(a), err_msg=name)
+
+
+def test_uncompressed_outputs_stream_the_propagated_planes(model, tmp_path, one_thread, monkeypatch):
+    """The planes are written through a memory map strip by strip, never built whole in memory
+    (benchmarks/fits_memory.py --product: 3000^2 x4 product peaks like its SCI alone)."""
+    _, up = model
+    src, dst = tmp_path / "jw_i2d.fits", tmp_path / "out.fits"
+    planes = product(src)
+
+    def whole(*args, **kwargs):
+        raise AssertionError("a propagated plane was built whole in memory")
+
+    monkeypatch.setattr(products, "propagated_hdu", whole)
+    monkeypatch.setattr(products, "propagate", lambda a, kind, s, flux, _p=products.propagate: (
+        _p(a, kind, s, flux) if a.shape[-2] <= 8 else whole()))  # strips of at most 8 rows here
+    from srgan.fits import stream
+
+    monkeypatch.setattr(stream, "STRIP_BYTES", 2 * (W * S * S) * 8)
+    sf.upscale_fits(up, src, dst)
+    monkeypatch.undo()
+    check_product(src, dst, planes, "conserve")

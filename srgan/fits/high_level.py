@@ -25,7 +25,7 @@ from srgan.fits.header import history_notes, output_header, rescale_wcs, residua
 from srgan.fits.options import FitsOptions, resolve_options
 from srgan.fits.parse import describe_hdus, image_hdus, open_fits, parse_input, select_hdu
 from srgan.fits.pipeline import check_model, psf_description, upscale_array
-from srgan.fits.stream import compressed_hdu, gzip_open, hdu_bytes, input_array, write_upscaled
+from srgan.fits.stream import compressed_hdu, gzip_open, hdu_bytes, input_array, write_propagated, write_upscaled
 
 
 def upscale_hdu(upscaler, hdu, *, flux: str | None = None, consistency: bool = False, psf=None,
@@ -218,9 +218,14 @@ def upscale_fits(upscaler, path_in, path_out, *, hdu=None, flux: str | None = No
             with opener(tmp, "wb+") as f:
                 nres = 0
                 for i, h in enumerate(hdul):
-                    if plan.get(i, products.COPY) not in (products.NETWORK, products.COPY):
-                        out = products.propagated_hdu(h, plan[i], upscaler.scale, o.flux, i == 0, sci.get(h.ver))
-                        f.write(hdu_bytes(out, primary=i == 0))
+                    kind = plan.get(i, products.COPY)
+                    if kind not in (products.NETWORK, products.COPY):
+                        if gz or isinstance(h, fits.CompImageHDU):
+                            out = products.propagated_hdu(h, kind, upscaler.scale, o.flux, i == 0, sci.get(h.ver))
+                            f.write(hdu_bytes(out, primary=i == 0))
+                        else:
+                            write_propagated(f, h, input_array(h, path_in, mappings, f"{path_in} HDU {i}"), kind,
+                                             upscaler.scale, o.flux, i == 0, sci.get(h.ver))
                         continue
                     if i not in targets:
                         f.write(hdu_bytes(products.renamed_datamodel_tree(h) if products.is_datamodel_tree(h) else h,

@@ -256,8 +256,7 @@ def propagate(a: np.ndarray, kind: str, s: int, flux: str) -> np.ndarray:
     if kind == FLAGS:
         return upsample(a, s)
     a = np.asarray(a)
-    a = a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
-    a = a.astype(a.dtype.newbyteorder("="), copy=False)
+    a = a.astype(propagated_dtype(a.dtype, kind), copy=False)  # native float32, or float64 (either byte order)
     k = float(s * s) if flux == "conserve" else 1.0
     factor = {STDDEV: 1 / k, VARIANCE: 1 / k**2, WEIGHT: k**2}.get(kind, 1.0)
     out = upsample(a, s)
@@ -266,17 +265,20 @@ def propagate(a: np.ndarray, kind: str, s: int, flux: str) -> np.ndarray:
     return out
 
 
-def propagated_hdu(hdu, kind: str, s: int, flux: str, primary: bool, sci_header: fits.Header | None = None):
-    """The output HDU of a non-network plane: :func:`propagate` d data, rescaled header, HISTORY.
+def propagated_dtype(dtype, kind: str) -> np.dtype:
+    """The output dtype of a plane of ``kind``: flags keep theirs, float64 stays, the rest float32."""
+    dtype = np.dtype(dtype).newbyteorder("=")
+    if kind == FLAGS:
+        return dtype
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
+def propagated_header(hdu, kind: str, s: int, flux: str, sci_header: fits.Header | None = None) -> fits.Header:
+    """The content cards of a non-network plane's output: rescaled header, SRSCALE/SRFLUX, HISTORY.
 
     ``sci_header``: the SCI input header whose rescaled WCS is copied into a plane that has no
-    WCS of its own and the same (H, W) (JWST writes the WCS only in SCI). A compressed input
-    plane stays compressed (lossless).
+    WCS of its own and the same (H, W) (JWST writes the WCS only in SCI).
     """
-    from srgan.fits.stream import compressed_hdu
-
-    data = hdu_data(hdu, f"HDU {hdu.name}")
-    out = propagate(data, kind, s, flux)
     h = content_cards(rescale_header(hdu.header, s))
     notes = [f"srgan: x{s} nearest-neighbour, not by the network: {DESCRIPTIONS[kind][flux]}"]
     if sci_header is not None and header_wcs(hdu.header) is None and sci_header.get("NAXIS1") == hdu.header.get(
@@ -291,6 +293,18 @@ def propagated_hdu(hdu, kind: str, s: int, flux: str, primary: bool, sci_header:
     h["SRFLUX"] = (flux, "flux mode of the SCI plane")
     for note in notes:
         h.add_history(note)
+    return h
+
+
+def propagated_hdu(hdu, kind: str, s: int, flux: str, primary: bool, sci_header: fits.Header | None = None):
+    """The output HDU of a non-network plane, built in memory: :func:`propagate` d data and
+    :func:`propagated_header`. A compressed input plane stays compressed (lossless).
+    (Uncompressed outputs stream instead: :func:`srgan.fits.stream.write_propagated`.)
+    """
+    from srgan.fits.stream import compressed_hdu
+
+    out = propagate(hdu_data(hdu, f"HDU {hdu.name}"), kind, s, flux)
+    h = propagated_header(hdu, kind, s, flux, sci_header)
     if isinstance(hdu, fits.CompImageHDU):
         if out.dtype.kind == "f":
             return compressed_hdu(out.astype(np.float32), h, hdu)

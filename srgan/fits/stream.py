@@ -28,7 +28,7 @@ from astropy.io import fits
 from srgan.errors import InputError, OutputError
 from srgan.fits.header import history_notes, output_header, saturation_level
 from srgan.fits.options import FitsOptions
-from srgan.fits.paged import PagedArray
+from srgan.fits.paged import PagedArray, sub
 from srgan.fits.parse import hdu_data
 from srgan.fits.pipeline import upscale_array
 
@@ -69,6 +69,7 @@ def input_array(hdu, path: Path, mappings: contextlib.ExitStack, where: str):
     return PagedArray(array, mm)
 
 
+STRIP_BYTES = 1 << 24  # output bytes per strip of a propagated plane (write_propagated)
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
 
 
@@ -128,14 +129,43 @@ def hdu_bytes(hdu, primary: bool) -> bytes:
     return buf.getvalue()[len(empty.header.tostring()):]
 
 
-def _image_header(cards: fits.Header, shape, primary: bool) -> fits.Header:
-    """A complete float32 image header: structural cards for ``shape`` (numpy order), then ``cards``."""
+#: numpy dtype -> (BITPIX, BZERO or None): FITS stores unsigned 16/32/64-bit and signed 8-bit
+#: integers as the other signedness plus an offset
+_FITS_TYPES = {"f4": (-32, None), "f8": (-64, None), "u1": (8, None), "i1": (8, -128), "i2": (16, None),
+               "u2": (16, 2**15), "i4": (32, None), "u4": (32, 2**31), "i8": (64, None), "u8": (64, 2**63)}
+
+
+def _disk(dtype: np.dtype) -> tuple[int, int | None, np.dtype]:
+    """(BITPIX, BZERO, big-endian dtype on disk) of an array dtype."""
+    dtype = np.dtype(dtype)
+    key = f"{dtype.kind}{dtype.itemsize}"
+    if key not in _FITS_TYPES:
+        raise InputError(f"an image plane of dtype {dtype} cannot be written to FITS")
+    bitpix, bzero = _FITS_TYPES[key]
+    kind = "f" if bitpix < 0 else ("u" if bitpix == 8 else "i")
+    return bitpix, bzero, np.dtype(f">{kind}{abs(bitpix) // 8}")
+
+
+def _to_disk(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Values of ``a`` as FITS stores them (minus BZERO for the offset integer types)."""
+    _, bzero, disk = _disk(a.dtype)
+    if bzero is None:
+        return a.astype(disk, copy=False)
+    if a.dtype.kind == "u":  # x - 2^(n-1) == x with its top bit flipped, seen as signed
+        top = np.array(1 << (8 * a.dtype.itemsize - 1), a.dtype)
+        return (a ^ top).view(a.dtype.str.replace("u", "i")).astype(disk, copy=False)
+    return (a.astype(np.int16) + 128).astype(disk)  # int8 -> uint8
+
+
+def _image_header(cards: fits.Header, shape, primary: bool, dtype=np.float32) -> fits.Header:
+    """A complete image header: structural cards for ``shape`` (numpy order) and ``dtype``, then ``cards``."""
+    bitpix, bzero, _ = _disk(dtype)
     h = fits.Header()
     if primary:
         h["SIMPLE"] = (True, "conforms to FITS standard")
     else:
         h["XTENSION"] = ("IMAGE", "Image extension")
-    h["BITPIX"] = (-32, "array data type")
+    h["BITPIX"] = (bitpix, "array data type")
     h["NAXIS"] = (len(shape), "number of array dimensions")
     for k, n in enumerate(reversed(shape), 1):
         h[f"NAXIS{k}"] = n
@@ -144,9 +174,58 @@ def _image_header(cards: fits.Header, shape, primary: bool) -> fits.Header:
     else:
         h["PCOUNT"] = 0
         h["GCOUNT"] = 1
+    if bzero is not None:
+        h["BSCALE"] = 1
+        h["BZERO"] = bzero
     for card in cards.cards:
         h.append(card, end=True)
     return h
+
+
+def _mapped_block(f, shape, disk_dtype: np.dtype):
+    """Reserve and map the data block of an HDU whose header was just written; (mmap, offset, nbytes)."""
+    offset = f.tell()
+    nbytes = int(np.prod(shape)) * disk_dtype.itemsize
+    f.flush()
+    reserve(f, offset, nbytes + (-nbytes % 2880))
+    f.seek(offset + nbytes + (-nbytes % 2880) - 1)
+    f.write(b"\0")
+    f.flush()
+    return mmap.mmap(f.fileno(), 0), offset, nbytes
+
+
+def write_propagated(f, hdu, data, kind: str, scale: int, flux: str, primary: bool, sci_header=None) -> None:
+    """Append a non-network plane (ERR, VAR_*, WHT, DQ, ...) to ``f``, streamed row strip by row strip.
+
+    The same values as :func:`srgan.fits.products.propagated_hdu` (nearest neighbour, scaled for
+    ``flux``; flags with their dtype and bits) written into a memory-mapped data block, so a
+    product's planes, like its SCI, never need their s^2-times larger output in memory.
+    ``data``: the plane's input array (:func:`input_array`).
+    """
+    from srgan.fits import products
+
+    s = scale
+    dtype = products.propagated_dtype(data.dtype, kind)
+    shape = (*data.shape[:-2], data.shape[-2] * s, data.shape[-1] * s)
+    cards = products.propagated_header(hdu, kind, s, flux, sci_header)
+    f.write(_image_header(cards, shape, primary, dtype).tostring().encode("ascii"))
+    _, _, disk = _disk(dtype)
+    mm, offset, nbytes = _mapped_block(f, shape, disk)
+    try:
+        out = PagedArray(np.ndarray(shape, dtype=disk, buffer=mm, offset=offset), mm)
+        h, w = data.shape[-2:]
+        planes = sub(data, lambda a: a.reshape(-1, h, w))
+        outs = out.view(lambda a: a.reshape(-1, h * s, w * s))
+        rows = max(1, STRIP_BYTES // max(1, w * s * s * disk.itemsize))
+        for i in range(planes.shape[0]):
+            for a in range(0, h, rows):
+                part = np.asarray(planes[i, a:a + rows])
+                outs[i, a * s:(a + rows) * s] = _to_disk(products.propagate(part, kind, s, flux), dtype)
+        out.release()
+        del out, outs
+    finally:
+        close_mapping(mm)
+    f.seek(offset + nbytes + (-nbytes % 2880))
 
 
 def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, options: FitsOptions, what: str | None,
@@ -180,14 +259,7 @@ def write_upscaled(f, upscaler, hdu, data, primary: bool, *, stream: bool, optio
     header = _image_header(cards, shape, primary)
     start = f.tell()
     f.write(header.tostring().encode("ascii"))
-    offset = f.tell()
-    nbytes = int(np.prod(shape)) * 4
-    f.flush()
-    reserve(f, offset, nbytes + (-nbytes % 2880))
-    f.seek(offset + nbytes + (-nbytes % 2880) - 1)
-    f.write(b"\0")
-    f.flush()
-    mm = mmap.mmap(f.fileno(), 0)
+    mm, offset, nbytes = _mapped_block(f, shape, np.dtype(">f4"))
     try:
         out = PagedArray(np.ndarray(shape, dtype=">f4", buffer=mm, offset=offset), mm)
         _, resid, results = upscale_array(upscaler, data, options, out=out, **masks)
