@@ -2,7 +2,7 @@
 # Retrain the embedded default models (srgan/weights/) from the shared training sets.
 #
 #   bash benchmarks/train_defaults.sh photo-x4     # SRResNet, pixel (L1) loss, bicubic preset
-#   bash benchmarks/train_defaults.sh photo-x2     # the same at x2 (from scratch: --init keeps the init's scale)
+#   bash benchmarks/train_defaults.sh photo-x2     # the same at x2 (INIT=photo-x4 starts from x4's trunk)
 #   bash benchmarks/train_defaults.sh galaxy-x4    # 1-channel, astro preset, synthetic + real galaxies
 #   bash benchmarks/train_defaults.sh galaxy-x2    # the same at x2 (sized for a CPU)
 #   bash benchmarks/train_defaults.sh photo-x4-gan # SRGAN-MSE adversarial phase from the shipped photo-x4

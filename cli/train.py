@@ -56,7 +56,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=TrainConfig.checkpoint_every, show_default=True, help="Steps between checkpoints (also written at each phase end and on Ctrl-C).")
 @click.option("--log-every", type=click.IntRange(min=1), default=TrainConfig.log_every, show_default=True, help="Steps between metrics.jsonl lines (losses averaged over them).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (other options default to the run's; step counts, --val, --device may change).")
-@click.option("--init", "init", default=None, metavar="NAME|PATH", help="Start the generator from an embedded model (e.g. photo-x4) or a model file, to fine-tune it; its architecture is used.")
+@click.option("--init", "init", default=None, metavar="NAME|PATH", help="Start the generator from an embedded model (e.g. photo-x4) or a model file, to fine-tune it; its architecture is used, except that --scale may differ (the trunk and tail are copied, upsampling stages it lacks start fresh).")
 @click.option("--content-loss", type=click.Choice(CONTENT_LOSSES), default=TrainConfig.content_loss, show_default=True, help="GAN-phase content loss: vgg (VGG19 features, needs ImageNet weights) or mse (the paper's SRGAN-MSE).")
 @click.option("--vgg-weights", default=TrainConfig.vgg_weights, show_default=True, metavar="imagenet|PATH", help="VGG19 weights: imagenet (torchvision download / torch hub cache) or a .pth/.safetensors file.")
 @click.option("--vgg-layer", type=click.Choice(["relu5_4", "relu2_2"]), default=TrainConfig.vgg_layer, show_default=True, help="VGG feature map: relu5_4 (the paper's VGG54) or relu2_2 (VGG22).")

@@ -99,7 +99,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (also at each phase end and on Ctrl-C)
     log_every: int = 10  # steps between metrics.jsonl lines (losses averaged over them)
     resume: bool = False  # continue the run in `out` from its checkpoint
-    init: str | None = None  # start the generator from a model file or embedded model name
+    init: str | None = None  # start the generator from a model file or embedded model name (its scale may differ: init_weights)
     content_loss: str = "vgg"  # GAN phase: vgg (VGG19 features) or mse (SRGAN-MSE)
     vgg_weights: str | None = "imagenet"  # "imagenet" (torchvision download), a .pth/.safetensors path, or "random" (tests only)
     vgg_layer: str = "relu5_4"  # VGG feature map: relu5_4 (the paper's VGG54) or relu2_2 (VGG22)
@@ -122,6 +122,23 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- config
 
 
+def init_weights(generator: torch.nn.Module, init: torch.nn.Module) -> list[str]:
+    """Copy ``init``'s weights into ``generator``; returns the names that stayed as initialised.
+
+    Same architecture: everything (strict). Another scale (e.g. an x2 model started from
+    photo-x4): the head, the residual trunk, the upsampling stages both have (x2 has the first
+    of x4's two) and the tail are copied, and the stages ``init`` lacks start from the seed, as
+    EDSR starts its x3/x4 models from x2: the trunk's features are the expensive part to learn.
+    """
+    mine, theirs = generator.state_dict(), init.state_dict()
+    same = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    if len(same) == len(mine) == len(theirs):
+        generator.load_state_dict(theirs)
+        return []
+    generator.load_state_dict(same, strict=False)
+    return sorted(k for k in mine if k not in same)
+
+
 def _default(value, init_value, default):
     return value if value is not None else (init_value if init_value is not None else default)
 
@@ -138,8 +155,7 @@ def resolve_config(config: TrainConfig) -> tuple[TrainConfig, GeneratorConfig, N
 
         init_info = read_model_info(config.init)
         ic = init_info.config
-        given = {"scale": config.scale, "blocks": config.blocks, "channels": config.channels,
-                 "batch_norm": config.batch_norm}
+        given = {"blocks": config.blocks, "channels": config.channels, "batch_norm": config.batch_norm}
         conflicts = [f"--{k.replace('_', '-')} {v} (model has {getattr(ic, k)})"
                      for k, v in given.items() if v is not None and v != getattr(ic, k)]
         if conflicts:
@@ -661,7 +677,10 @@ def fit(config: TrainConfig) -> Path:
     torch.manual_seed(config.seed)
     generator = Generator(arch)
     if config.init and state is None:
-        generator.load_state_dict(load_model(config.init).state_dict())
+        fresh = init_weights(generator, load_model(config.init))
+        if fresh and main:
+            log.info("--init %s: %d tensors start from the seed (%s)", config.init, len(fresh),
+                     ", ".join(sorted({k.rsplit(".", 1)[0] for k in fresh})))
     generator = generator.to(device).to(memory_format=memory_format).train()
     opt_g = _adam(generator.parameters(), config.lr)
     discriminator = opt_d = None

@@ -18,7 +18,7 @@ from srgan.checkpoint import load_model, load_state, read_model_info, save_model
 from srgan.data import PatchDataset, StepBatches, find_images, step_seed
 from srgan.errors import ConfigError, TrainingDivergedError
 from srgan.models import Generator, GeneratorConfig
-from srgan.train import TrainConfig, fit, get_lr, resolve_config, training_pair
+from srgan.train import TrainConfig, fit, get_lr, init_weights, resolve_config, training_pair
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,6 +156,25 @@ def test_init_starts_from_the_given_weights(tmp_path, photos):
         fit(replace(config, blocks=2, out=str(tmp_path / "x")))
     with pytest.raises(ConfigError, match="--preset"):
         fit(replace(config, preset="astro", out=str(tmp_path / "y")))
+
+
+def test_init_from_another_scale_keeps_trunk_and_tail(tmp_path, photos):
+    """--init photo-x4 --scale 2 (EDSR's cross-scale start): everything both models have is copied."""
+    torch.manual_seed(1)
+    x4 = Generator(GeneratorConfig(scale=4, channels=8, blocks=2, batch_norm=False))
+    save_model(tmp_path / "x4.safetensors", x4)
+    x2 = Generator(GeneratorConfig(scale=2, channels=8, blocks=2, batch_norm=False))
+    assert init_weights(x2, x4) == []  # x2's single upsampling stage is x4's first
+    for name, tensor in x2.state_dict().items():
+        assert torch.equal(tensor, x4.state_dict()[name]), name
+    back = Generator(GeneratorConfig(scale=4, channels=8, blocks=2, batch_norm=False))
+    assert init_weights(back, x2) == ["upsample.1.act.weight", "upsample.1.conv.bias", "upsample.1.conv.weight"]
+    # through training: the run is x2, its first step starts from x4's trunk
+    config = tiny(tmp_path, photos, init=str(tmp_path / "x4.safetensors"), scale=2, blocks=None, channels=None,
+                  batch_norm=None, pretrain_steps=1, device="cpu")
+    run = fit(config)
+    model = load_model(run / "model.safetensors")
+    assert model.config.scale == 2 and model.config.blocks == 2
 
 
 @pytest.mark.parametrize("gan_loss, content", [("bce", "mse"), ("relativistic", "mse"), ("wgan-gp", "mse"),
