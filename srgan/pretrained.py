@@ -25,6 +25,11 @@ MODELS: dict[str, dict[str, str]] = {
         "summary": "SRResNet x4 for photos (16 blocks, 64 channels, no BatchNorm), pixel (L1) loss, bicubic degradation",
         "data": "T91 + BSD200 + General100 (50 of 100) from ../shared/datasets, the training sets",
     },
+    "photo-x2": {
+        "summary": "SRResNet x2 for photos (16 blocks, 64 channels, no BatchNorm), started from photo-x4's trunk, "
+                   "pixel (L1) loss, bicubic degradation, trained on the CPU",
+        "data": "T91 + BSD200 + General100 (50 of 100) from ../shared/datasets, the training sets",
+    },
     "photo-x4-real": {
         "summary": "photo-x4 fine-tuned for real-world photos: the photo preset (blur, resize, noise, JPEG)",
         "data": "T91 + BSD200 + General100 (50 of 100) from ../shared/datasets, the training sets",
@@ -49,6 +54,7 @@ MODELS: dict[str, dict[str, str]] = {
 # when no --scale is given.
 DEFAULTS: dict[tuple[str, int], str] = {
     ("photo", 4): "photo-x4",
+    ("photo", 2): "photo-x2",
     ("fits", 4): "galaxy-x4",
     ("fits", 2): "galaxy-x2",
 }

@@ -57,9 +57,13 @@ def test_no_embedded_model_at_that_scale_is_one_error_line(weights, photo, tmp_p
     assert not (tmp_path / "out.png").exists()
 
 
-def test_shipped_defaults_have_no_x2_photo_model(photo, tmp_path):
+def test_shipped_photo_x2_is_the_photo_default_at_scale_2(photo, tmp_path):
+    from srgan import Upscaler
+
     result = upscale(photo, tmp_path / "out.png", "--scale", "2")
-    assert result.exit_code == 1 and result.output.startswith("Error: no embedded photo model at x2")
+    assert result.exit_code == 0, result.output
+    expected = Upscaler.from_pretrained("photo-x2", device="cpu").upscale(np.asarray(Image.open(photo)))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), expected)
 
 
 def test_scale_conflicting_with_the_model_is_an_error(weights, photo, tmp_path):
