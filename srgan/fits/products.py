@@ -170,8 +170,8 @@ def companions(hdul, index: int) -> dict[str, int]:
 def sci_masks(hdul, index: int, bits: int, want_error: bool) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
     """(flagged, error, HISTORY notes) that the SCI HDU ``index`` takes from its companion planes.
 
-    flagged: finite-data pixels whose ``DQ`` has any of ``bits`` set (:func:`do_not_use_bits`),
-    or None (no DQ, ``bits`` 0, nothing flagged). error (only with ``want_error``, for
+    flagged: pixels whose ``DQ`` has any of ``bits`` set (:func:`do_not_use_bits`), or None (no
+    DQ, ``bits`` 0, nothing flagged). error (only with ``want_error``, for
     ``--consistency``): the per-pixel sigma in SCI's units, from ``ERR``, else the square root
     of the summed ``VAR_*`` (or ``VAR``) planes, else ``1/sqrt(WHT)`` for an inverse-variance
     ``WHT``/``IVM``; None without any. Values that are not finite or <= 0 (masked pixels) are
@@ -193,13 +193,14 @@ def sci_masks(hdul, index: int, bits: int, want_error: bool) -> tuple[np.ndarray
             [found["VAR"]] if "VAR" in found else [])
         weight = next((found[n] for n in WEIGHT_NAMES if n in found), None)
         if "ERR" in found:
-            error, source = np.asarray(hdu_data(hdul[found["ERR"]], "HDU ERR"), np.float64), "ERR"
+            error, source = np.asarray(hdu_data(hdul[found["ERR"]], "HDU ERR"), np.float32), "ERR"
         elif variances:
             var = sum(np.asarray(hdu_data(hdul[i], f"HDU {hdul[i].name}"), np.float64) for i in variances)
-            error, source = np.sqrt(np.where(var > 0, var, np.nan)), "+".join(hdul[i].name for i in variances)
+            error = np.sqrt(np.where(var > 0, var, np.nan)).astype(np.float32)
+            source = "+".join(hdul[i].name for i in variances)
         elif weight is not None and not exposure_weights(hdul[0].header):
             w = np.asarray(hdu_data(hdul[weight], "HDU WHT"), np.float64)
-            error, source = 1 / np.sqrt(np.where(w > 0, w, np.nan)), hdul[weight].name
+            error, source = (1 / np.sqrt(np.where(w > 0, w, np.nan))).astype(np.float32), hdul[weight].name
         if error is not None:
             with np.errstate(invalid="ignore"):
                 error = np.where(np.isfinite(error) & (error > 0), error, np.nan)

@@ -146,7 +146,7 @@ def _disk(dtype: np.dtype) -> tuple[int, int | None, np.dtype]:
     return bitpix, bzero, np.dtype(f">{kind}{abs(bitpix) // 8}")
 
 
-def _to_disk(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _to_disk(a: np.ndarray) -> np.ndarray:
     """Values of ``a`` as FITS stores them (minus BZERO for the offset integer types)."""
     _, bzero, disk = _disk(a.dtype)
     if bzero is None:
@@ -220,7 +220,7 @@ def write_propagated(f, hdu, data, kind: str, scale: int, flux: str, primary: bo
         for i in range(planes.shape[0]):
             for a in range(0, h, rows):
                 part = np.asarray(planes[i, a:a + rows])
-                outs[i, a * s:(a + rows) * s] = _to_disk(products.propagate(part, kind, s, flux), dtype)
+                outs[i, a * s:(a + rows) * s] = _to_disk(products.propagate(part, kind, s, flux))
         out.release()
         del out, outs
     finally:
