@@ -103,10 +103,13 @@ def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool =
     s = upscaler.scale
     flux, note = products.flux_mode(o.flux, nd.unit if nd.unit is not None else header.get("BUNIT"))
     o = dataclasses.replace(o, flux=flux)
+    kinds = {StdDevUncertainty: products.STDDEV, VarianceUncertainty: products.VARIANCE,
+             InverseVariance: products.WEIGHT}  # what each uncertainty class is, as a FITS plane
+    u = nd.uncertainty
+    error = products.to_sigma(u.array, kinds[type(u)]) if o.consistency and type(u) in kinds else None
     flagged = np.asarray(nd.mask, bool) if nd.mask is not None and np.shape(nd.mask) == np.shape(data) else None
     out, resid, results = upscale_array(upscaler, np.asarray(data, dtype=np.float32), o,
-                                        saturation=saturation_level(header), flagged=flagged,
-                                        error=_sigma(nd.uncertainty) if o.consistency else None)
+                                        saturation=saturation_level(header), flagged=flagged, error=error)
     what = psf_description(upscaler, o)
     h = output_header(header, upscaler, o.flux, correction=o.applied_correction,
                       notes=history_notes(results, o.consistency, what) + ([note] if note else []))
@@ -114,10 +117,7 @@ def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool =
 
     mask = products.upsample(nd.mask, s) if nd.mask is not None and np.ndim(nd.mask) == data.ndim else nd.mask
     uncertainty = None
-    if nd.uncertainty is not None:
-        u = nd.uncertainty
-        kinds = {StdDevUncertainty: products.STDDEV, VarianceUncertainty: products.VARIANCE,
-                 InverseVariance: products.WEIGHT}
+    if u is not None:
         kind = type(u)
         if kind in kinds:  # the same propagation as the ERR/VAR/WHT planes of a FITS file
             uncertainty = kind(products.propagate(u.array, kinds[kind], s, o.flux), unit=u.unit)
@@ -130,23 +130,6 @@ def upscale_nddata(upscaler, nd, *, flux: str | None = None, consistency: bool =
     if not o.residual:
         return result
     return result, NDData(resid, wcs=wcs)
-
-
-def _sigma(uncertainty) -> np.ndarray | None:
-    """Per-pixel sigma from an NDData uncertainty (StdDev, Variance, InverseVariance), else None."""
-    from astropy.nddata import InverseVariance, StdDevUncertainty, VarianceUncertainty
-
-    if uncertainty is None:
-        return None
-    a = np.asarray(uncertainty.array, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if isinstance(uncertainty, StdDevUncertainty):
-            return a
-        if isinstance(uncertainty, VarianceUncertainty):
-            return np.sqrt(a)
-        if isinstance(uncertainty, InverseVariance):
-            return 1 / np.sqrt(a)
-    return None
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -192,10 +192,10 @@ def upscale_plane(upscaler, plane, out, options: FitsOptions, kernel=None, *,
     bp = None
     if options.consistency:
         sigma = cons.pixel_noise(lr, mask)
-        if error is not None:  # the ERR plane where it has a value (> 0), the estimate elsewhere
-            error = np.asarray(error, np.float64)
+        if error is not None:  # the ERR plane where it has a value (finite, > 0), the estimate elsewhere
+            error = np.asarray(error)
             with np.errstate(invalid="ignore"):
-                sigma = np.where(np.isfinite(error) & (error > 0), error, sigma)
+                sigma = np.where(np.isfinite(error) & (error > 0), error, np.float32(sigma))
         bp = cons.back_project(out, lr, kernel, s, sigma, valid=mask, bounds=cons.output_bounds(lr, mask, s))
         bp.noise_from = "ERR" if error is not None else "pixel differences"
         cons.conserve_flux(out, lr, s, sky, noise, valid=mask)

@@ -193,19 +193,26 @@ def sci_masks(hdul, index: int, bits: int, want_error: bool) -> tuple[np.ndarray
             [found["VAR"]] if "VAR" in found else [])
         weight = next((found[n] for n in WEIGHT_NAMES if n in found), None)
         if "ERR" in found:
-            error, source = np.asarray(hdu_data(hdul[found["ERR"]], "HDU ERR"), np.float32), "ERR"
+            error, source = to_sigma(hdu_data(hdul[found["ERR"]], "HDU ERR"), STDDEV), "ERR"
         elif variances:
             var = sum(np.asarray(hdu_data(hdul[i], f"HDU {hdul[i].name}"), np.float64) for i in variances)
-            error = np.sqrt(np.where(var > 0, var, np.nan)).astype(np.float32)
-            source = "+".join(hdul[i].name for i in variances)
+            error, source = to_sigma(var, VARIANCE), "+".join(hdul[i].name for i in variances)
         elif weight is not None and not exposure_weights(hdul[0].header):
-            w = np.asarray(hdu_data(hdul[weight], "HDU WHT"), np.float64)
-            error, source = (1 / np.sqrt(np.where(w > 0, w, np.nan))).astype(np.float32), hdul[weight].name
+            error, source = to_sigma(hdu_data(hdul[weight], "HDU WHT"), WEIGHT), hdul[weight].name
         if error is not None:
-            with np.errstate(invalid="ignore"):
-                error = np.where(np.isfinite(error) & (error > 0), error, np.nan)
             notes.append(f"--consistency noise sigma per pixel from {source}")
     return flagged, error, notes
+
+
+def to_sigma(a, kind: str) -> np.ndarray:
+    """Per-pixel sigma (float32) from a plane of ``kind``: STDDEV as is, sqrt(VARIANCE),
+    1/sqrt(WEIGHT). Masked values (<= 0, NaN) give NaN or inf, which the pipeline replaces
+    by its own noise estimate (:func:`srgan.fits.pipeline.upscale_plane`)."""
+    if kind == STDDEV:
+        return np.asarray(a, np.float32)
+    a = np.asarray(a, np.float64)  # a variance of 1e30-scale data overflows float32, of 1e-30 underflows
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (np.sqrt(a) if kind == VARIANCE else 1 / np.sqrt(a)).astype(np.float32)
 
 
 ASDF_EXTNAME, ASDF_KEPT_AS = "ASDF", "ASDF_IN"
